@@ -1,0 +1,73 @@
+/**
+ * The validated, frozen configuration every part of berth reads. Durations are
+ * milliseconds and sizes are bytes here; the TOML file spells them as strings
+ * ("90s", "20GiB") and `load.ts` converts them in one place.
+ */
+export interface TimeoutConfig {
+  /** TCP (and TLS) connect to an upstream. */
+  connectMs: number;
+  /** From request sent to response headers received. */
+  headersMs: number;
+  /** Longest silence between two body chunks. */
+  bodyIdleMs: number;
+}
+
+export interface UpstreamConfig {
+  /** The registry host name containerd asks about with ?ns= (e.g. "docker.io"). */
+  registry: string;
+  /** Base URL of the registry API (e.g. "https://registry-1.docker.io"). */
+  url: string;
+  username?: string;
+  /** Read from password_file at load time; never logged. */
+  password?: string;
+  passwordFile?: string;
+  caFile?: string;
+  skipVerify: boolean;
+  viaHarborProject?: string;
+  timeouts: TimeoutConfig;
+}
+
+export interface HarborConfig {
+  url: string;
+  username?: string;
+  password?: string;
+  passwordFile?: string;
+  caFile?: string;
+  skipVerify: boolean;
+  projects: string[];
+  syncIntervalMs: number;
+  offlineGraceMs: number;
+  onExpired: 'deny' | 'allow';
+}
+
+export interface PrefetchConfig {
+  image: string;
+  platforms: string[];
+}
+
+export interface Config {
+  /** The file the config came from, or null for built-in defaults. */
+  source: string | null;
+  server: {
+    /** host:port */
+    listen: string;
+    host: string;
+    port: number;
+    tlsCertFile?: string;
+    tlsKeyFile?: string;
+    /** How long SIGTERM waits for in-flight transfers before closing sockets. */
+    drainTimeoutMs: number;
+  };
+  cache: {
+    dir: string;
+    maxSizeBytes: number;
+    tagTtlMs: number;
+    serveStale: boolean;
+  };
+  log: {
+    level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  };
+  upstreams: UpstreamConfig[];
+  harbor: HarborConfig | null;
+  prefetch: PrefetchConfig[];
+}

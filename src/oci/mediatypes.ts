@@ -1,0 +1,59 @@
+/** Manifest media types berth stores and serves verbatim. */
+export const MEDIA_TYPES = {
+  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
+  ociIndex: 'application/vnd.oci.image.index.v1+json',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+  dockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  dockerManifestV1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
+  dockerManifestV1: 'application/vnd.docker.distribution.manifest.v1+json',
+} as const;
+
+export const MANIFEST_MEDIA_TYPES: readonly string[] = Object.values(MEDIA_TYPES);
+
+export const INDEX_MEDIA_TYPES: readonly string[] = [MEDIA_TYPES.ociIndex, MEDIA_TYPES.dockerManifestList];
+
+/** What berth asks an upstream for when the client sent no Accept header. */
+export const DEFAULT_ACCEPT = [
+  MEDIA_TYPES.ociIndex,
+  MEDIA_TYPES.dockerManifestList,
+  MEDIA_TYPES.ociManifest,
+  MEDIA_TYPES.dockerManifest,
+].join(', ');
+
+/** A media type without parameters, lower-cased ("application/json; charset=utf-8" -> "application/json"). */
+export function baseMediaType(value: string | undefined | null): string {
+  if (!value) return '';
+  return (value.split(';')[0] ?? '').trim().toLowerCase();
+}
+
+export function isIndexMediaType(mediaType: string): boolean {
+  return INDEX_MEDIA_TYPES.includes(baseMediaType(mediaType));
+}
+
+/**
+ * Whether an Accept header admits a media type. No header, or a wildcard,
+ * admits everything (registries answer such clients with whatever they have).
+ */
+export function acceptAllows(accept: string | undefined | null, mediaType: string): boolean {
+  if (!accept || !accept.trim()) return true;
+  const wanted = baseMediaType(mediaType);
+  for (const part of accept.split(',')) {
+    const type = baseMediaType(part);
+    if (type === '*/*' || type === 'application/*' || type === wanted) return true;
+  }
+  return false;
+}
+
+/** The media type a manifest body declares in its own `mediaType` field, if any. */
+export function declaredMediaType(body: Uint8Array): string | undefined {
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(body).toString('utf8'));
+    if (parsed && typeof parsed === 'object' && 'mediaType' in parsed) {
+      const mt = (parsed as { mediaType?: unknown }).mediaType;
+      if (typeof mt === 'string') return mt;
+    }
+  } catch {
+    // not JSON: the caller falls back to the upstream's Content-Type
+  }
+  return undefined;
+}

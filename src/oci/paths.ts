@@ -1,0 +1,139 @@
+/**
+ * The OCI distribution paths berth answers, parsed once into a typed route
+ * (after Spegel's pkg/oci/distribution.go): validate, then dispatch. Nothing
+ * here touches the disk or the network.
+ *
+ * Names are matched on the raw (still percent-encoded) path against the
+ * distribution-spec grammar, which has no '%', '.', '..' segments or
+ * backslashes, so no encoded trick can reach a file path later.
+ */
+import { OciError } from './errors.js';
+import { isDigest, looksLikeDigest } from './digest.js';
+
+const COMPONENT = '[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*';
+const NAME_RE = new RegExp(`^${COMPONENT}(?:/${COMPONENT})*$`);
+const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+/** Distribution limits registry host + name to 255 characters. */
+export const MAX_NAME_LENGTH = 255;
+
+const REGISTRY_RE = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$/;
+
+export type V2Route =
+  | { kind: 'base' }
+  | { kind: 'manifest'; name: string; reference: string; byDigest: boolean }
+  | { kind: 'blob'; name: string; digest: string }
+  | { kind: 'tags'; name: string }
+  | { kind: 'upload'; name: string };
+
+export function isValidName(name: string): boolean {
+  return name.length > 0 && name.length <= MAX_NAME_LENGTH && NAME_RE.test(name);
+}
+
+export function isValidTag(tag: string): boolean {
+  return TAG_RE.test(tag);
+}
+
+/** A registry host as containerd sends it in ?ns= ("docker.io", "harbor.example.com:8443"). */
+export function isValidRegistryHost(host: string): boolean {
+  return host.length > 0 && host.length <= 253 && REGISTRY_RE.test(host);
+}
+
+function checkName(name: string): string {
+  if (!isValidName(name)) throw new OciError('NAME_INVALID', 'invalid repository name', { name: name.slice(0, 300) });
+  return name;
+}
+
+function checkDigest(value: string): string {
+  if (isDigest(value)) return value;
+  if (looksLikeDigest(value)) throw new OciError('DIGEST_INVALID', 'unsupported digest algorithm or malformed digest', { digest: value.slice(0, 200) });
+  throw new OciError('DIGEST_INVALID', 'invalid digest', { digest: value.slice(0, 200) });
+}
+
+/**
+ * Parses a request path below /v2. Throws an OciError for a malformed name,
+ * tag or digest, and NOT_FOUND for a path that is no registry endpoint.
+ */
+export function parseV2Path(pathname: string): V2Route {
+  if (pathname === '/v2' || pathname === '/v2/') return { kind: 'base' };
+  if (!pathname.startsWith('/v2/')) throw new OciError('NOT_FOUND', 'not a registry path');
+  const rest = pathname.slice('/v2/'.length);
+
+  let m = /^(.+)\/manifests\/([^/]+)$/.exec(rest);
+  if (m) {
+    const name = checkName(m[1]!);
+    const reference = m[2]!;
+    if (reference.includes(':')) return { kind: 'manifest', name, reference: checkDigest(reference), byDigest: true };
+    if (!isValidTag(reference)) throw new OciError('TAG_INVALID', 'invalid tag', { tag: reference.slice(0, 200) });
+    return { kind: 'manifest', name, reference, byDigest: false };
+  }
+  m = /^(.+)\/blobs\/uploads(?:\/[^/]*)?$/.exec(rest);
+  if (m) return { kind: 'upload', name: checkName(m[1]!) };
+  m = /^(.+)\/blobs\/([^/]+)$/.exec(rest);
+  if (m) return { kind: 'blob', name: checkName(m[1]!), digest: checkDigest(m[2]!) };
+  m = /^(.+)\/tags\/list$/.exec(rest);
+  if (m) return { kind: 'tags', name: checkName(m[1]!) };
+  throw new OciError('NOT_FOUND', 'not a registry path');
+}
+
+/**
+ * The repository name as the upstream knows it. Docker Hub keeps official
+ * images under library/, so "nginx" and "library/nginx" are one repository.
+ */
+export function canonicalRepository(registry: string, name: string): string {
+  if (registry === 'docker.io' && !name.includes('/')) return `library/${name}`;
+  return name;
+}
+
+/** A full image reference as users write it: [registry/]name[:tag][@digest]. */
+export interface ImageReference {
+  registry: string;
+  repository: string;
+  tag?: string;
+  digest?: string;
+}
+
+/**
+ * Parses "nginx:1.27", "docker.io/library/nginx@sha256:…",
+ * "harbor.example.com/proj/app:v1". A first component with a dot, a colon or
+ * "localhost" is a registry host; otherwise the image is on docker.io.
+ */
+export function parseImageReference(ref: string): ImageReference {
+  let rest = ref.trim();
+  let digest: string | undefined;
+  const at = rest.indexOf('@');
+  if (at >= 0) {
+    digest = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+    if (!isDigest(digest)) throw new TypeError(`invalid digest in image reference ${JSON.stringify(ref)}`);
+  }
+  let registry = 'docker.io';
+  const slash = rest.indexOf('/');
+  if (slash > 0) {
+    const first = rest.slice(0, slash);
+    if (first.includes('.') || first.includes(':') || first === 'localhost') {
+      registry = first === 'index.docker.io' || first === 'registry-1.docker.io' ? 'docker.io' : first;
+      rest = rest.slice(slash + 1);
+    }
+  }
+  let tag: string | undefined;
+  const colon = rest.lastIndexOf(':');
+  if (colon > 0) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+    if (!isValidTag(tag)) throw new TypeError(`invalid tag in image reference ${JSON.stringify(ref)}`);
+  }
+  if (!isValidName(rest)) throw new TypeError(`invalid repository name in image reference ${JSON.stringify(ref)}`);
+  if (!isValidRegistryHost(registry)) throw new TypeError(`invalid registry in image reference ${JSON.stringify(ref)}`);
+  if (!tag && !digest) tag = 'latest';
+  const out: ImageReference = { registry, repository: canonicalRepository(registry, rest) };
+  if (tag) out.tag = tag;
+  if (digest) out.digest = digest;
+  return out;
+}
+
+export function formatImageReference(ref: ImageReference): string {
+  let s = `${ref.registry}/${ref.repository}`;
+  if (ref.tag) s += `:${ref.tag}`;
+  if (ref.digest) s += `@${ref.digest}`;
+  return s;
+}
