@@ -1,0 +1,183 @@
+/**
+ * Blobs: a hit is read from disk; a miss starts (or joins) the one fill for
+ * that digest. HEAD never opens a body: a miss asks the upstream with HEAD.
+ */
+import fs from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Index } from '../store/index-db.js';
+import type { BlobFiles } from '../store/blobs.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { OciError } from '../oci/errors.js';
+import type { RegistryClient } from '../upstream/types.js';
+import { Fill, errText } from './fill.js';
+import { toClientError } from './errors.js';
+
+export type BlobSourceKind = 'cache' | 'upstream' | 'coalesced';
+
+export interface BlobHandle {
+  digest: string;
+  size: number;
+  source: BlobSourceKind;
+  /** Bytes [start, end] inclusive. Absent for HEAD. */
+  open?: (start: number, end: number) => Readable;
+  /** Releases what the handle holds (an fd) if `open` is never called. */
+  release(): void;
+}
+
+export interface BlobRequest {
+  client: RegistryClient;
+  repository: string;
+  digest: string;
+  head: boolean;
+  reqId?: string;
+}
+
+export class BlobCache {
+  readonly fills = new Map<string, Fill>();
+
+  constructor(
+    private readonly index: Index,
+    private readonly files: BlobFiles,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+    private readonly opts: { maxResumes: number },
+  ) {}
+
+  async get(req: BlobRequest): Promise<BlobHandle> {
+    const hit = this.fromDisk(req.digest, req.head);
+    if (hit) {
+      this.metrics.cacheRequests.inc({ kind: 'blob', result: 'hit' });
+      return hit;
+    }
+    let fill = this.fills.get(req.digest);
+    const shared = fill !== undefined;
+    if (!fill) {
+      if (req.head) return this.headUpstream(req);
+      fill = this.startFill(req);
+    }
+    let size: number | undefined;
+    try {
+      size = await fill.ready;
+      if (size === undefined) {
+        // The upstream did not say how long the blob is: answer once it is complete and verified.
+        await fill.done;
+        const done = this.fromDisk(req.digest, req.head);
+        if (done) return { ...done, source: shared ? 'coalesced' : 'upstream' };
+        throw new OciError('BLOB_UNKNOWN');
+      }
+    } catch (err) {
+      this.metrics.cacheRequests.inc({ kind: 'blob', result: err instanceof OciError && err.status === 404 ? 'not_found' : 'error' });
+      throw toClientError(err);
+    }
+    if (shared) this.metrics.coalescedWaiters.inc();
+    this.metrics.cacheRequests.inc({ kind: 'blob', result: shared ? 'coalesced' : 'miss' });
+    const f = fill;
+    const handle: BlobHandle = { digest: req.digest, size, source: shared ? 'coalesced' : 'upstream', release: () => undefined };
+    if (!req.head) handle.open = (start, end) => f.reader(start, end);
+    return handle;
+  }
+
+  /** A verified blob on disk. The fd is opened now so eviction cannot race the answer. */
+  private fromDisk(digest: string, head: boolean): BlobHandle | undefined {
+    const row = this.index.getBlob(digest);
+    if (!row) return undefined;
+    if (head) {
+      if (this.files.sizeOnDisk(digest) !== row.size) return this.dropMissing(digest);
+      this.index.touch(digest);
+      return { digest, size: row.size, source: 'cache', release: () => undefined };
+    }
+    let fd: number;
+    try {
+      fd = this.files.openSync(digest);
+    } catch {
+      return this.dropMissing(digest);
+    }
+    this.index.touch(digest);
+    let owned = true;
+    return {
+      digest,
+      size: row.size,
+      source: 'cache',
+      open: (start, end) => {
+        owned = false;
+        return fs.createReadStream('', { fd, start, end, autoClose: true, highWaterMark: 256 * 1024 });
+      },
+      release: () => {
+        if (owned) {
+          owned = false;
+          fs.close(fd, () => undefined);
+        }
+      },
+    };
+  }
+
+  /** The index names a blob the disk lost (a wiped cache dir): forget it and fetch again. */
+  private dropMissing(digest: string): undefined {
+    this.logger.warn({ digest }, 'indexed blob missing on disk; dropping it from the index');
+    this.index.deleteBlob(digest);
+    return undefined;
+  }
+
+  private async headUpstream(req: BlobRequest): Promise<BlobHandle> {
+    try {
+      const head = await req.client.headBlob(req.repository, req.digest, { reqId: req.reqId });
+      if (!head) throw new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: req.digest });
+      this.metrics.cacheRequests.inc({ kind: 'blob', result: 'miss' });
+      return { digest: req.digest, size: head.size, source: 'upstream', release: () => undefined };
+    } catch (err) {
+      const e = toClientError(err);
+      this.metrics.cacheRequests.inc({ kind: 'blob', result: e.status === 404 ? 'not_found' : 'error' });
+      throw e;
+    }
+  }
+
+  private startFill(req: BlobRequest): Fill {
+    const { client, repository, digest } = req;
+    const registry = client.registry;
+    const log = this.logger.child({ digest, upstream: registry, repository });
+    const fill = new Fill({
+      digest,
+      files: this.files,
+      logger: log,
+      maxResumes: this.opts.maxResumes,
+      source: {
+        name: registry,
+        fetch: (d, offset, signal) => client.getBlob(repository, d, { offset, signal, reqId: req.reqId }),
+      },
+      onBytes: (n) => this.metrics.upstreamBytes.inc({ upstream: registry }, n),
+      onCommitted: (d, size) => {
+        this.index.putBlob(d, size);
+        this.index.link(registry, repository, d);
+      },
+    });
+    this.fills.set(digest, fill);
+    this.metrics.fillsInFlight.inc();
+    const started = Date.now();
+    fill.done.then(
+      () => log.info({ size: fill.size, ms: Date.now() - started }, 'blob cached'),
+      (err: unknown) => {
+        if (err instanceof Error && err.name === 'DigestMismatchError') this.metrics.verifyFailures.inc({ upstream: registry });
+        log.warn({ err: errText(err), written: fill.written }, 'blob fill failed; nothing cached');
+      },
+    ).finally(() => {
+      this.fills.delete(digest);
+      this.metrics.fillsInFlight.dec();
+    });
+    return fill;
+  }
+
+  /** Waits for fills under way (shutdown drain); aborts them after `ms`. */
+  async drain(ms: number): Promise<void> {
+    const pending = [...this.fills.values()];
+    if (pending.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((res) => {
+      timer = setTimeout(res, ms);
+    });
+    await Promise.race([Promise.allSettled(pending.map((f) => f.done)).then(() => undefined), timeout]);
+    clearTimeout(timer);
+    for (const f of this.fills.values()) f.abort();
+    await Promise.allSettled([...this.fills.values()].map((f) => f.done));
+  }
+}

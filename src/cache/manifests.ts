@@ -1,0 +1,238 @@
+/**
+ * Manifests and tags. A manifest by digest is immutable: cached forever
+ * (until evicted), served verbatim with the upstream's media type. A tag is
+ * the only mutable thing: trusted for tag_ttl, then revalidated with an
+ * upstream HEAD (free on Docker Hub's pull limits; an unchanged digest costs
+ * no body). When the upstream cannot be reached, a tag answers from its last
+ * known digest if serve_stale allows, with a Warning header.
+ */
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { OciError } from '../oci/errors.js';
+import { sha256 } from '../oci/digest.js';
+import { MEDIA_TYPES, acceptAllows, baseMediaType, declaredMediaType } from '../oci/mediatypes.js';
+import { manifestChildren } from '../oci/manifest.js';
+import type { Index, TagRow } from '../store/index-db.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { UpstreamError, isUnreachable, type RegistryClient } from '../upstream/types.js';
+import { SingleFlight } from './singleflight.js';
+import { toClientError } from './errors.js';
+
+export type ManifestSource = 'cache' | 'upstream' | 'stale';
+
+export interface ManifestResult {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** Absent for HEAD answers. */
+  body?: Buffer;
+  source: ManifestSource;
+  /** A Warning header value (stale answers). */
+  warning?: string;
+}
+
+export interface ManifestRequest {
+  client: RegistryClient;
+  repository: string;
+  reference: string;
+  byDigest: boolean;
+  head: boolean;
+  accept: string | undefined;
+  reqId?: string;
+}
+
+const MAX_MANIFEST_CACHE_BYTES = 64 * 1024 * 1024;
+
+export class ManifestCache {
+  private readonly bodies = new LRUCache<string, { mediaType: string; body: Buffer }>({
+    maxSize: MAX_MANIFEST_CACHE_BYTES,
+    sizeCalculation: (v) => v.body.length + 64,
+  });
+  private readonly tags = new LRUCache<string, TagRow>({ max: 50_000 });
+  private readonly flights = new SingleFlight<ManifestResult>();
+
+  constructor(
+    private readonly index: Index,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+    private readonly opts: { tagTtlMs: number; serveStale: boolean; now?: () => number },
+  ) {}
+
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  async get(req: ManifestRequest): Promise<ManifestResult> {
+    const result = req.byDigest ? await this.byDigest(req) : await this.byTag(req);
+    this.metrics.cacheRequests.inc({ kind: 'manifest', result: result.source === 'cache' ? 'hit' : result.source === 'stale' ? 'stale' : 'miss' });
+    if (result.source === 'stale') this.metrics.staleAnswers.inc({ upstream: req.client.registry });
+    return result;
+  }
+
+  /** The cached manifest for a digest, from memory or the index. */
+  cached(digest: string): { mediaType: string; body: Buffer } | undefined {
+    const hot = this.bodies.get(digest);
+    if (hot) return hot;
+    const row = this.index.getManifest(digest);
+    if (!row) return undefined;
+    const v = { mediaType: row.media_type, body: row.body };
+    this.bodies.set(digest, v);
+    return v;
+  }
+
+  /** Stores a verified manifest (the caller has checked its digest). */
+  store(registry: string, repository: string, digest: string, mediaType: string, body: Buffer): void {
+    this.index.putManifest(digest, mediaType, body, manifestChildren(body));
+    this.index.link(registry, repository, digest);
+    this.bodies.set(digest, { mediaType, body });
+  }
+
+  private fromCache(digest: string, head: boolean, source: ManifestSource = 'cache', warning?: string): ManifestResult | undefined {
+    const m = this.cached(digest);
+    if (!m) return undefined;
+    this.index.touch(digest);
+    const r: ManifestResult = { digest, mediaType: m.mediaType, size: m.body.length, source };
+    if (!head) r.body = m.body;
+    if (warning) r.warning = warning;
+    return r;
+  }
+
+  private async byDigest(req: ManifestRequest): Promise<ManifestResult> {
+    const hit = this.fromCache(req.reference, req.head);
+    if (hit) return hit;
+    const { client, repository, reference } = req;
+    const key = `d\0${client.registry}\0${repository}\0${reference}`;
+    const { promise } = this.flights.run(key, async () => {
+      try {
+        const got = await client.getManifest(repository, reference, { accept: req.accept, reqId: req.reqId });
+        if (!got || !got.body) throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: reference });
+        const actual = sha256(got.body);
+        if (actual !== reference) {
+          this.metrics.verifyFailures.inc({ upstream: client.registry });
+          this.logger.warn({ upstream: client.registry, repository, expected: reference, actual }, 'upstream manifest does not match its digest; discarded');
+          throw new OciError('BAD_GATEWAY', 'the upstream sent a manifest that does not match its digest; nothing was cached', { digest: reference });
+        }
+        const mediaType = pickMediaType(got.mediaType, got.body);
+        this.store(client.registry, repository, reference, mediaType, got.body);
+        return { digest: reference, mediaType, size: got.body.length, body: got.body, source: 'upstream' };
+      } catch (err) {
+        throw toClientError(err);
+      }
+    });
+    const r = await promise;
+    return req.head ? { digest: r.digest, mediaType: r.mediaType, size: r.size, source: r.source } : r;
+  }
+
+  private tagKey(registry: string, repository: string, tag: string): string {
+    return `${registry}\0${repository}\0${tag}`;
+  }
+
+  private tagRow(registry: string, repository: string, tag: string): TagRow | undefined {
+    const key = this.tagKey(registry, repository, tag);
+    const hot = this.tags.get(key);
+    if (hot) return hot;
+    const row = this.index.getTag(registry, repository, tag);
+    if (row) this.tags.set(key, row);
+    return row;
+  }
+
+  private saveTag(registry: string, repository: string, tag: string, row: TagRow): void {
+    this.index.putTag(registry, repository, tag, row);
+    this.tags.set(this.tagKey(registry, repository, tag), row);
+  }
+
+  private async byTag(req: ManifestRequest): Promise<ManifestResult> {
+    const { client, repository, reference: tag } = req;
+    const registry = client.registry;
+    const known = this.tagRow(registry, repository, tag);
+    const usable = known !== undefined && acceptAllows(req.accept, known.media_type);
+    if (usable && this.now() - known.fetched_at < this.opts.tagTtlMs) {
+      const hit = req.head ? headOf(known, 'cache') : this.fromCache(known.digest, false);
+      if (hit) return hit;
+      // The tag was resolved by a HEAD only: fetch the body by digest.
+      return this.byDigest({ ...req, reference: known.digest, byDigest: true });
+    }
+    // Concurrent requests for one stale or unknown tag share one upstream exchange.
+    const key = `t\0${registry}\0${repository}\0${tag}\0${req.head ? 'H' : 'G'}\0${req.accept ?? ''}`;
+    const { promise } = this.flights.run(key, () => this.revalidate(req, usable ? known : undefined));
+    try {
+      return await promise;
+    } catch (err) {
+      if (usable && this.opts.serveStale && isStaleWorthy(err)) {
+        const warning = `299 - "berth: upstream ${registry} is unreachable; serving the last known digest of ${repository}:${tag}"`;
+        const stale = req.head ? { ...headOf(known, 'stale'), warning } : this.fromCache(known.digest, false, 'stale', warning);
+        if (stale) {
+          this.logger.warn({ upstream: registry, repository, tag, digest: known.digest, err: (err as Error).message }, 'serving stale tag');
+          return stale;
+        }
+      }
+      throw toClientError(err);
+    }
+  }
+
+  private async revalidate(req: ManifestRequest, known: TagRow | undefined): Promise<ManifestResult> {
+    const { client, repository, reference: tag } = req;
+    const registry = client.registry;
+    const opts = { accept: req.accept, reqId: req.reqId };
+    // Only a request that admits indexes may move the tag: a narrow Accept gets a narrower answer.
+    const broad = acceptAllows(req.accept, MEDIA_TYPES.ociIndex) || acceptAllows(req.accept, MEDIA_TYPES.dockerManifestList);
+    if (known || req.head) {
+      const head = await client.headManifest(repository, tag, opts);
+      if (!head) {
+        if (known) this.forgetTag(registry, repository, tag);
+        throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { tag });
+      }
+      const row: TagRow = { digest: head.digest, media_type: head.mediaType, size: head.size, fetched_at: this.now() };
+      if (known && head.digest === known.digest) {
+        this.index.touchTag(registry, repository, tag, row.fetched_at);
+        this.tags.set(this.tagKey(registry, repository, tag), { ...known, fetched_at: row.fetched_at });
+        if (req.head) return headOf(known, 'cache');
+        const hit = this.fromCache(known.digest, false);
+        if (hit) return hit;
+      } else if (broad) this.saveTag(registry, repository, tag, row);
+      if (req.head) return headOf(row, 'upstream');
+      // Changed (or body not cached): fetch by digest, which verifies the bytes.
+      return this.byDigest({ ...req, reference: head.digest, byDigest: true });
+    }
+    const got = await client.getManifest(repository, tag, opts);
+    if (!got || !got.body) throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { tag });
+    const actual = sha256(got.body);
+    if (got.digest !== actual) {
+      this.metrics.verifyFailures.inc({ upstream: registry });
+      this.logger.warn({ upstream: registry, repository, tag, announced: got.digest, actual }, 'upstream manifest does not match its Docker-Content-Digest; discarded');
+      throw new OciError('BAD_GATEWAY', 'the upstream sent a manifest that does not match its digest; nothing was cached', { tag });
+    }
+    const mediaType = pickMediaType(got.mediaType, got.body);
+    this.store(registry, repository, actual, mediaType, got.body);
+    if (broad) this.saveTag(registry, repository, tag, { digest: actual, media_type: mediaType, size: got.body.length, fetched_at: this.now() });
+    return { digest: actual, mediaType, size: got.body.length, body: got.body, source: 'upstream' };
+  }
+
+  private forgetTag(registry: string, repository: string, tag: string): void {
+    this.index.deleteTag(registry, repository, tag);
+    this.tags.delete(this.tagKey(registry, repository, tag));
+  }
+
+  /** Tags berth knows for a repository (the offline answer to tags/list). */
+  knownTags(registry: string, repository: string): string[] {
+    return this.index.listTags(registry, repository);
+  }
+}
+
+function headOf(row: TagRow, source: ManifestSource): ManifestResult {
+  return { digest: row.digest, mediaType: row.media_type, size: row.size, source };
+}
+
+/** Upstreams sometimes answer text/plain or application/json; the manifest's own field is better then. */
+function pickMediaType(contentType: string, body: Buffer): string {
+  const ct = baseMediaType(contentType);
+  if (ct && ct !== 'application/json' && ct !== 'text/plain' && ct !== 'application/octet-stream') return ct;
+  return declaredMediaType(body) ?? (ct || MEDIA_TYPES.ociManifest);
+}
+
+/** Failures of the upstream itself (not answers like 404) that a stale tag may paper over. */
+function isStaleWorthy(err: unknown): boolean {
+  if (err instanceof UpstreamError) return isUnreachable(err) || err.code === 'UPSTREAM_STATUS' || err.code === 'UPSTREAM_RATE_LIMITED';
+  if (err instanceof OciError) return ['UNAVAILABLE', 'BAD_GATEWAY', 'TOOMANYREQUESTS'].includes(err.code);
+  return false;
+}

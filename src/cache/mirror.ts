@@ -1,0 +1,93 @@
+/**
+ * The cache as the HTTP layer sees it: manifests, blobs and tag lists for a
+ * (registry, repository), from disk when it can, from the upstream when it
+ * must. Handlers never know which it was, except through `source`.
+ */
+import type { Logger } from 'pino';
+import { canonicalRepository } from '../oci/paths.js';
+import { OciError } from '../oci/errors.js';
+import type { Index } from '../store/index-db.js';
+import type { BlobFiles } from '../store/blobs.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { isUnreachable } from '../upstream/types.js';
+import { Upstreams } from './upstreams.js';
+import { ManifestCache, type ManifestResult } from './manifests.js';
+import { BlobCache, type BlobHandle } from './blobs.js';
+import { toClientError } from './errors.js';
+
+export interface MirrorOptions {
+  index: Index;
+  files: BlobFiles;
+  upstreams: Upstreams;
+  metrics: Metrics;
+  logger: Logger;
+  tagTtlMs: number;
+  serveStale: boolean;
+  /** How often an interrupted blob transfer is resumed with Range. */
+  maxResumes?: number;
+  now?: () => number;
+}
+
+export interface Target {
+  /** ?ns= as the client sent it (null: the first upstream). */
+  ns: string | null;
+  /** Repository name as the client sent it. */
+  name: string;
+  reqId?: string;
+}
+
+export class Mirror {
+  readonly upstreams: Upstreams;
+  readonly manifests: ManifestCache;
+  readonly blobs: BlobCache;
+  private readonly logger: Logger;
+
+  constructor(private readonly opts: MirrorOptions) {
+    this.upstreams = opts.upstreams;
+    this.logger = opts.logger;
+    const cacheOpts: { tagTtlMs: number; serveStale: boolean; now?: () => number } = { tagTtlMs: opts.tagTtlMs, serveStale: opts.serveStale };
+    if (opts.now) cacheOpts.now = opts.now;
+    this.manifests = new ManifestCache(opts.index, opts.metrics, opts.logger, cacheOpts);
+    this.blobs = new BlobCache(opts.index, opts.files, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3 });
+  }
+
+  private locate(t: Target): { client: ReturnType<Upstreams['resolve']>; repository: string } {
+    const client = this.upstreams.resolve(t.ns);
+    return { client, repository: canonicalRepository(client.registry, t.name) };
+  }
+
+  async manifest(t: Target, reference: string, o: { byDigest: boolean; head: boolean; accept: string | undefined }): Promise<ManifestResult & { registry: string; repository: string }> {
+    const { client, repository } = this.locate(t);
+    const r = await this.manifests.get({ client, repository, reference, byDigest: o.byDigest, head: o.head, accept: o.accept, ...(t.reqId ? { reqId: t.reqId } : {}) });
+    return { ...r, registry: client.registry, repository };
+  }
+
+  async blob(t: Target, digest: string, o: { head: boolean }): Promise<BlobHandle> {
+    const { client, repository } = this.locate(t);
+    return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}) });
+  }
+
+  /** tags/list from the upstream; offline, the tags berth has seen. */
+  async tags(t: Target, query: string): Promise<{ body: Buffer; link?: string; stale: boolean }> {
+    const { client, repository } = this.locate(t);
+    try {
+      const r = await client.getTags(repository, query, t.reqId ? { reqId: t.reqId } : {});
+      if (!r) throw new OciError('NAME_UNKNOWN', 'repository name not known to registry', { name: t.name });
+      return { ...r, stale: false };
+    } catch (err) {
+      if (isUnreachable(err)) {
+        const known = this.manifests.knownTags(client.registry, repository);
+        if (known.length > 0) {
+          this.logger.warn({ upstream: client.registry, repository }, 'upstream unreachable; answering tags/list from the tags berth has seen');
+          return { body: Buffer.from(JSON.stringify({ name: repository, tags: known })), stale: true };
+        }
+      }
+      throw toClientError(err);
+    }
+  }
+
+  /** Shutdown: let fills under way finish for up to `ms`. */
+  async drain(ms: number): Promise<void> {
+    await this.blobs.drain(ms);
+  }
+}

@@ -1,0 +1,43 @@
+import type { Command } from './command.js';
+import { EXIT } from './command.js';
+import { CONFIG_FLAG, configFrom, parse } from './common.js';
+import { createLogger } from '../log.js';
+import { startDaemon } from '../daemon.js';
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: 'run the mirror daemon in the foreground',
+  help: `Usage: berth serve [--config FILE]
+
+Runs the mirror in the foreground (systemd-friendly): the OCI registry API
+for containerd's hosts.toml mirror requests, plus /healthz, /readyz and
+/metrics on the same listener. SIGTERM or SIGINT stops accepting, lets blob
+transfers under way finish for [server] drain_timeout, then exits 0.
+
+Options:
+  --config FILE   configuration file (default: $BERTH_CONFIG, else
+                  /etc/berth/berth.toml if it exists, else built-in defaults)
+  -h, --help      show this help
+`,
+  async run(argv) {
+    const { values } = parse(argv, CONFIG_FLAG);
+    const config = configFrom(values.config);
+    const logger = createLogger(config.log.level);
+    const daemon = await startDaemon(config, logger);
+    await new Promise<void>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals) => {
+        logger.info({ signal }, 'signal received');
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+        daemon.stop().then(resolve, (e: unknown) => {
+          logger.error({ err: e }, 'error while stopping');
+          resolve();
+        });
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    });
+    logger.flush();
+    return EXIT.ok;
+  },
+};

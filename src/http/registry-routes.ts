@@ -1,0 +1,139 @@
+/**
+ * The read half of the OCI distribution API. Thin: parse the path once,
+ * ask the mirror, write the answer. Blob bodies go straight to the Node
+ * response (hono's web-stream path would add a copy per chunk), and HEAD
+ * never opens a body: hono would drop it without cancelling it.
+ */
+import { pipeline } from 'node:stream';
+import type { Context, Hono } from 'hono';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { OciError } from '../oci/errors.js';
+import { parseV2Path, type V2Route } from '../oci/paths.js';
+import { contentRange, parseRange } from '../oci/range.js';
+import type { Mirror, Target } from '../cache/mirror.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { API_VERSION_HEADER, errorResponse } from './respond.js';
+import type { AppEnv } from './app.js';
+
+/** Splits the raw request target; the path is matched still percent-encoded. */
+export function rawTarget(c: Context<AppEnv>): { path: string; query: URLSearchParams; rawQuery: string } {
+  const raw = c.env?.incoming?.url ?? new URL(c.req.url).pathname + new URL(c.req.url).search;
+  const q = raw.indexOf('?');
+  const path = q < 0 ? raw : raw.slice(0, q);
+  const rawQuery = q < 0 ? '' : raw.slice(q + 1);
+  return { path, query: new URLSearchParams(rawQuery), rawQuery };
+}
+
+export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metrics: Metrics): void {
+  app.get('/v2/*', async (c) => {
+    const { path, query } = rawTarget(c);
+    const route = parseV2Path(path);
+    c.set('route', route.kind);
+    const head = c.req.method === 'HEAD';
+    const target: Target = { ns: query.get('ns'), name: 'name' in route ? route.name : '', reqId: c.get('reqId') };
+    switch (route.kind) {
+      case 'base':
+        return c.json({}, 200, API_VERSION_HEADER);
+      case 'manifest':
+        return manifest(c, mirror, target, route, head);
+      case 'blob':
+        return blob(c, mirror, metrics, target, route, head);
+      case 'tags':
+        return tags(c, mirror, target, query);
+      case 'upload':
+        throw new OciError('UNSUPPORTED', 'berth is a pull-through mirror: push to the upstream registry');
+    }
+  });
+  // Everything else under /v2 is a write: a mirror does not take pushes.
+  app.all('/v2/*', (c) => {
+    c.set('route', 'push');
+    return errorResponse(c, new OciError('UNSUPPORTED', 'berth is a pull-through mirror: push to the upstream registry'));
+  });
+}
+
+async function manifest(c: Context<AppEnv>, mirror: Mirror, target: Target, route: Extract<V2Route, { kind: 'manifest' }>, head: boolean): Promise<Response> {
+  const r = await mirror.manifest(target, route.reference, { byDigest: route.byDigest, head, accept: c.req.header('accept') });
+  c.set('source', r.source);
+  c.set('digest', r.digest);
+  const headers: Record<string, string> = {
+    ...API_VERSION_HEADER,
+    'Content-Type': r.mediaType,
+    'Content-Length': String(r.size),
+    'Docker-Content-Digest': r.digest,
+    Etag: `"${r.digest}"`,
+  };
+  if (r.warning) headers.Warning = r.warning;
+  return new Response(head || !r.body ? null : bytes(r.body), { status: 200, headers });
+}
+
+async function blob(c: Context<AppEnv>, mirror: Mirror, metrics: Metrics, target: Target, route: Extract<V2Route, { kind: 'blob' }>, head: boolean): Promise<Response> {
+  const handle = await mirror.blob(target, route.digest, { head });
+  c.set('source', handle.source);
+  c.set('digest', handle.digest);
+  const size = handle.size;
+  const range = parseRange(c.req.header('range'), size);
+  const headers: Record<string, string> = {
+    ...API_VERSION_HEADER,
+    'Content-Type': 'application/octet-stream',
+    'Docker-Content-Digest': handle.digest,
+    'Accept-Ranges': 'bytes',
+    Etag: `"${handle.digest}"`,
+  };
+  if (range.kind === 'unsatisfiable') {
+    handle.release();
+    throw new OciError('RANGE_INVALID', 'requested range not satisfiable', { size }, { 'Content-Range': `bytes */${size}` });
+  }
+  let status = 200;
+  let start = 0;
+  let end = size - 1;
+  if (range.kind === 'range') {
+    status = 206;
+    start = range.start;
+    end = range.end;
+    headers['Content-Range'] = contentRange(start, end, size);
+  }
+  headers['Content-Length'] = String(end - start + 1);
+  if (head || !handle.open) {
+    handle.release();
+    return new Response(null, { status, headers });
+  }
+  const body = handle.open(start, end);
+  const source = handle.source === 'cache' ? 'cache' : 'upstream';
+  const outgoing = c.env?.outgoing;
+  if (!outgoing) {
+    // app.request() in tests: no Node response to write to.
+    const { Readable } = await import('node:stream');
+    return new Response(Readable.toWeb(body) as ReadableStream, { status, headers });
+  }
+  headers['X-Request-Id'] = c.get('reqId');
+  outgoing.writeHead(status, headers);
+  pipeline(body, outgoing, (err) => {
+    if (err) {
+      // A truncated body is the only honest signal left once headers are out.
+      outgoing.destroy();
+      return;
+    }
+    metrics.servedBytes.inc({ source }, end - start + 1);
+  });
+  return RESPONSE_ALREADY_SENT;
+}
+
+async function tags(c: Context<AppEnv>, mirror: Mirror, target: Target, query: URLSearchParams): Promise<Response> {
+  const q = new URLSearchParams();
+  for (const key of ['n', 'last']) {
+    const v = query.get(key);
+    if (v !== null) q.set(key, v);
+  }
+  const r = await mirror.tags(target, q.toString());
+  const headers: Record<string, string> = { ...API_VERSION_HEADER, 'Content-Type': 'application/json' };
+  if (r.link) headers.Link = r.link;
+  if (r.stale) headers.Warning = '299 - "berth: upstream unreachable; listing only the tags berth has seen"';
+  return new Response(c.req.method === 'HEAD' ? null : bytes(r.body), { status: 200, headers });
+}
+
+function bytes(b: Buffer): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(b.buffer as ArrayBuffer, b.byteOffset, b.length);
+}
+
+export type { HttpBindings };

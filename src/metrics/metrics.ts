@@ -1,0 +1,90 @@
+/**
+ * Prometheus metrics, all under `berth_`, in a registry of their own so two
+ * daemons in one test process never share counters. Labels stay bounded:
+ * upstream names, kinds, results and status codes — never repositories,
+ * tags or digests.
+ */
+import client from 'prom-client';
+
+export type CacheKind = 'manifest' | 'blob' | 'tags';
+export type CacheResult = 'hit' | 'miss' | 'stale' | 'coalesced' | 'error' | 'not_found';
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly httpRequests: client.Counter<'route' | 'method' | 'code'>;
+  readonly httpDuration: client.Histogram<'route' | 'method'>;
+  readonly cacheRequests: client.Counter<'kind' | 'result'>;
+  readonly servedBytes: client.Counter<'source'>;
+  readonly staleAnswers: client.Counter<'upstream'>;
+  readonly coalescedWaiters: client.Counter;
+  readonly fillsInFlight: client.Gauge;
+  readonly upstreamRequests: client.Counter<'upstream' | 'kind' | 'code'>;
+  readonly upstreamDuration: client.Histogram<'upstream' | 'kind'>;
+  readonly upstreamBytes: client.Counter<'upstream'>;
+  readonly upstreamUp: client.Gauge<'upstream'>;
+  readonly verifyFailures: client.Counter<'upstream'>;
+  readonly evictions: client.Counter;
+  readonly policyDenials: client.Counter<'reason'>;
+
+  constructor(opts: { cacheStats?: () => { bytes: number; blobs: number; manifests: number }; defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.httpRequests = new client.Counter({ name: 'berth_http_requests_total', help: 'HTTP requests answered, by route, method and status code', labelNames: ['route', 'method', 'code'], registers });
+    this.httpDuration = new client.Histogram({
+      name: 'berth_http_request_duration_seconds',
+      help: 'Time to answer an HTTP request (blobs: until the last byte)',
+      labelNames: ['route', 'method'],
+      buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60, 300],
+      registers,
+    });
+    this.cacheRequests = new client.Counter({ name: 'berth_cache_requests_total', help: 'Registry reads by kind and result (hit, miss, stale, coalesced, not_found, error)', labelNames: ['kind', 'result'], registers });
+    this.servedBytes = new client.Counter({ name: 'berth_served_bytes_total', help: 'Blob bytes sent to clients, by where they came from (cache = bytes the WAN was spared)', labelNames: ['source'], registers });
+    this.staleAnswers = new client.Counter({ name: 'berth_stale_answers_total', help: 'Tag answers served from the last known digest because the upstream was unreachable', labelNames: ['upstream'], registers });
+    this.coalescedWaiters = new client.Counter({ name: 'berth_coalesced_waiters_total', help: 'Blob requests that joined a transfer already under way instead of starting one', registers });
+    this.fillsInFlight = new client.Gauge({ name: 'berth_fills_in_flight', help: 'Blob transfers from upstreams under way', registers });
+    this.upstreamRequests = new client.Counter({ name: 'berth_upstream_requests_total', help: 'Requests berth sent upstream, by upstream, kind and status code', labelNames: ['upstream', 'kind', 'code'], registers });
+    this.upstreamDuration = new client.Histogram({
+      name: 'berth_upstream_request_duration_seconds',
+      help: 'Upstream latency until response headers',
+      labelNames: ['upstream', 'kind'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.upstreamBytes = new client.Counter({ name: 'berth_upstream_bytes_total', help: 'Blob bytes received from upstreams', labelNames: ['upstream'], registers });
+    this.upstreamUp = new client.Gauge({ name: 'berth_upstream_up', help: '1 when the upstream answered its last request, 0 while it is failing', labelNames: ['upstream'], registers });
+    this.verifyFailures = new client.Counter({ name: 'berth_digest_mismatches_total', help: 'Upstream content that did not match its digest and was discarded', labelNames: ['upstream'], registers });
+    this.evictions = new client.Counter({ name: 'berth_cache_evictions_total', help: 'Blobs evicted to keep the cache under max_size', registers });
+    this.policyDenials = new client.Counter({ name: 'berth_policy_denials_total', help: 'Manifest requests refused by policy', labelNames: ['reason'], registers });
+    const stats = opts.cacheStats;
+    if (stats) {
+      new client.Gauge({
+        name: 'berth_cache_size_bytes',
+        help: 'Bytes of verified blobs in the cache',
+        registers,
+        collect() {
+          this.set(stats().bytes);
+        },
+      });
+      new client.Gauge({
+        name: 'berth_cache_blobs',
+        help: 'Verified blobs in the cache',
+        registers,
+        collect() {
+          this.set(stats().blobs);
+        },
+      });
+      new client.Gauge({
+        name: 'berth_cache_manifests',
+        help: 'Manifests in the cache',
+        registers,
+        collect() {
+          this.set(stats().manifests);
+        },
+      });
+    }
+    if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'berth_' });
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

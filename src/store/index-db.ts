@@ -1,0 +1,241 @@
+/**
+ * The SQLite index (better-sqlite3, WAL). It is synchronous, so the request
+ * path only runs tiny prepared statements; access times are batched in
+ * memory and written in one transaction every few seconds, because a write
+ * per cache hit would cost more than the hit itself. CLI commands open the
+ * same file while the daemon runs (busy_timeout covers short lock waits).
+ */
+import Database from 'better-sqlite3';
+import type { Database as DB, Statement } from 'better-sqlite3';
+
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE blobs (
+     digest TEXT PRIMARY KEY,
+     size INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     last_access INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE manifests (
+     digest TEXT PRIMARY KEY,
+     media_type TEXT NOT NULL,
+     body BLOB NOT NULL,
+     created_at INTEGER NOT NULL,
+     last_access INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   -- children a manifest names (layers, config, index entries): what a pin keeps
+   CREATE TABLE refs (
+     parent TEXT NOT NULL,
+     child TEXT NOT NULL,
+     PRIMARY KEY (parent, child)
+   ) WITHOUT ROWID;
+   CREATE INDEX refs_child ON refs (child);
+   CREATE TABLE tags (
+     registry TEXT NOT NULL,
+     repository TEXT NOT NULL,
+     tag TEXT NOT NULL,
+     digest TEXT NOT NULL,
+     media_type TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     fetched_at INTEGER NOT NULL,
+     PRIMARY KEY (registry, repository, tag)
+   ) WITHOUT ROWID;
+   -- which repository a digest was fetched through (content is served per repository)
+   CREATE TABLE links (
+     registry TEXT NOT NULL,
+     repository TEXT NOT NULL,
+     digest TEXT NOT NULL,
+     PRIMARY KEY (registry, repository, digest)
+   ) WITHOUT ROWID;`,
+];
+
+export interface BlobRow {
+  digest: string;
+  size: number;
+  created_at: number;
+  last_access: number;
+}
+
+export interface ManifestRow {
+  digest: string;
+  media_type: string;
+  body: Buffer;
+}
+
+export interface TagRow {
+  digest: string;
+  media_type: string;
+  size: number;
+  fetched_at: number;
+}
+
+export interface IndexOptions {
+  readonly?: boolean;
+  /** How often batched access times are written. */
+  flushIntervalMs?: number;
+  now?: () => number;
+}
+
+export class Index {
+  readonly db: DB;
+  private readonly now: () => number;
+  private readonly pendingAccess = new Map<string, number>();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly st: {
+    getBlob: Statement<[string], BlobRow>;
+    putBlob: Statement<[string, number, number, number]>;
+    deleteBlob: Statement<[string]>;
+    getManifest: Statement<[string], ManifestRow>;
+    hasManifest: Statement<[string], { one: number }>;
+    putManifest: Statement<[string, string, Buffer, number, number]>;
+    putRef: Statement<[string, string]>;
+    getTag: Statement<[string, string, string], TagRow>;
+    putTag: Statement<[string, string, string, string, string, number, number]>;
+    touchTag: Statement<[number, string, string, string]>;
+    deleteTag: Statement<[string, string, string]>;
+    listTags: Statement<[string, string], { tag: string }>;
+    link: Statement<[string, string, string]>;
+    isLinked: Statement<[string, string, string], { one: number }>;
+    touchBlob: Statement<[number, string]>;
+    touchManifest: Statement<[number, string]>;
+    blobStats: Statement<[], { bytes: number; blobs: number }>;
+    manifestCount: Statement<[], { n: number }>;
+  };
+
+  constructor(file: string, opts: IndexOptions = {}) {
+    this.now = opts.now ?? Date.now;
+    this.db = new Database(file, { readonly: opts.readonly ?? false });
+    this.db.pragma('busy_timeout = 5000');
+    if (!opts.readonly) {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.migrate();
+    }
+    const db = this.db;
+    this.st = {
+      getBlob: db.prepare('SELECT digest, size, created_at, last_access FROM blobs WHERE digest = ?'),
+      putBlob: db.prepare('INSERT OR REPLACE INTO blobs (digest, size, created_at, last_access) VALUES (?, ?, ?, ?)'),
+      deleteBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
+      getManifest: db.prepare('SELECT digest, media_type, body FROM manifests WHERE digest = ?'),
+      hasManifest: db.prepare('SELECT 1 AS one FROM manifests WHERE digest = ?'),
+      putManifest: db.prepare('INSERT OR IGNORE INTO manifests (digest, media_type, body, created_at, last_access) VALUES (?, ?, ?, ?, ?)'),
+      putRef: db.prepare('INSERT OR IGNORE INTO refs (parent, child) VALUES (?, ?)'),
+      getTag: db.prepare('SELECT digest, media_type, size, fetched_at FROM tags WHERE registry = ? AND repository = ? AND tag = ?'),
+      putTag: db.prepare('INSERT OR REPLACE INTO tags (registry, repository, tag, digest, media_type, size, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      touchTag: db.prepare('UPDATE tags SET fetched_at = ? WHERE registry = ? AND repository = ? AND tag = ?'),
+      deleteTag: db.prepare('DELETE FROM tags WHERE registry = ? AND repository = ? AND tag = ?'),
+      listTags: db.prepare('SELECT tag FROM tags WHERE registry = ? AND repository = ? ORDER BY tag'),
+      link: db.prepare('INSERT OR IGNORE INTO links (registry, repository, digest) VALUES (?, ?, ?)'),
+      isLinked: db.prepare('SELECT 1 AS one FROM links WHERE registry = ? AND repository = ? AND digest = ?'),
+      touchBlob: db.prepare('UPDATE blobs SET last_access = ? WHERE digest = ?'),
+      touchManifest: db.prepare('UPDATE manifests SET last_access = ? WHERE digest = ?'),
+      blobStats: db.prepare('SELECT COALESCE(SUM(size), 0) AS bytes, COUNT(*) AS blobs FROM blobs'),
+      manifestCount: db.prepare('SELECT COUNT(*) AS n FROM manifests'),
+    };
+    if (!opts.readonly) {
+      this.flushTimer = setInterval(() => this.flushAccess(), opts.flushIntervalMs ?? 5000);
+      this.flushTimer.unref();
+    }
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) {
+      throw new Error(`the cache index was written by a newer berth (schema ${version}, this berth knows ${MIGRATIONS.length})`);
+    }
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  getBlob(digest: string): BlobRow | undefined {
+    return this.st.getBlob.get(digest);
+  }
+
+  putBlob(digest: string, size: number): void {
+    const now = this.now();
+    this.st.putBlob.run(digest, size, now, now);
+  }
+
+  deleteBlob(digest: string): void {
+    this.st.deleteBlob.run(digest);
+    this.pendingAccess.delete(digest);
+  }
+
+  getManifest(digest: string): ManifestRow | undefined {
+    return this.st.getManifest.get(digest);
+  }
+
+  hasManifest(digest: string): boolean {
+    return this.st.hasManifest.get(digest) !== undefined;
+  }
+
+  /** Stores a manifest verbatim with the digests it references, in one transaction. */
+  putManifest(digest: string, mediaType: string, body: Buffer, children: readonly string[]): void {
+    const now = this.now();
+    this.db.transaction(() => {
+      this.st.putManifest.run(digest, mediaType, body, now, now);
+      for (const child of children) this.st.putRef.run(digest, child);
+    })();
+  }
+
+  getTag(registry: string, repository: string, tag: string): TagRow | undefined {
+    return this.st.getTag.get(registry, repository, tag);
+  }
+
+  putTag(registry: string, repository: string, tag: string, row: TagRow): void {
+    this.st.putTag.run(registry, repository, tag, row.digest, row.media_type, row.size, row.fetched_at);
+  }
+
+  touchTag(registry: string, repository: string, tag: string, fetchedAt: number): void {
+    this.st.touchTag.run(fetchedAt, registry, repository, tag);
+  }
+
+  deleteTag(registry: string, repository: string, tag: string): void {
+    this.st.deleteTag.run(registry, repository, tag);
+  }
+
+  listTags(registry: string, repository: string): string[] {
+    return this.st.listTags.all(registry, repository).map((r) => r.tag);
+  }
+
+  link(registry: string, repository: string, digest: string): void {
+    this.st.link.run(registry, repository, digest);
+  }
+
+  isLinked(registry: string, repository: string, digest: string): boolean {
+    return this.st.isLinked.get(registry, repository, digest) !== undefined;
+  }
+
+  stats(): { bytes: number; blobs: number; manifests: number } {
+    const b = this.st.blobStats.get() ?? { bytes: 0, blobs: 0 };
+    return { bytes: b.bytes, blobs: b.blobs, manifests: this.st.manifestCount.get()?.n ?? 0 };
+  }
+
+  /** Records a use; written with the next batch. */
+  touch(digest: string): void {
+    this.pendingAccess.set(digest, this.now());
+  }
+
+  flushAccess(): void {
+    if (this.pendingAccess.size === 0 || !this.db.open) return;
+    const batch = [...this.pendingAccess];
+    this.pendingAccess.clear();
+    this.db.transaction(() => {
+      for (const [digest, at] of batch) {
+        this.st.touchBlob.run(at, digest);
+        this.st.touchManifest.run(at, digest);
+      }
+    })();
+  }
+
+  close(): void {
+    if (this.flushTimer) clearInterval(this.flushTimer);
+    this.flushTimer = null;
+    if (!this.db.open) return;
+    if (!this.db.readonly) this.flushAccess();
+    this.db.close();
+  }
+}
