@@ -1,0 +1,95 @@
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Layout } from '../../src/store/layout.js';
+import { BlobFiles, DigestMismatchError } from '../../src/store/blobs.js';
+import { Index } from '../../src/store/index-db.js';
+import { sha256 } from '../../src/oci/digest.js';
+
+function tmp(t: { teardown(fn: () => unknown): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-store-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('a blob is published only when its bytes match the digest', async (t) => {
+  const files = new BlobFiles(new Layout(tmp(t)));
+  await files.init();
+  const data = Buffer.from('hello blob');
+  const digest = sha256(data);
+  const w = await files.createWriter(digest);
+  await w.write(data.subarray(0, 4));
+  t.equal(files.sizeOnDisk(digest), null, 'nothing under the digest name while writing');
+  await w.write(data.subarray(4));
+  await w.commit(data.length);
+  t.equal(fs.readFileSync(files.path(digest)).toString(), 'hello blob');
+  t.same(await files.hash(digest), { digest, size: data.length });
+  t.same(fs.readdirSync(files.layout.tmpDir), [], 'temp file gone');
+
+  const bad = await files.createWriter(sha256('something else'));
+  await bad.write(data);
+  await t.rejects(bad.commit(), DigestMismatchError);
+  t.equal(files.sizeOnDisk(sha256('something else')), null, 'mismatch never published');
+  t.same(fs.readdirSync(files.layout.tmpDir), [], 'mismatch temp file removed');
+
+  const short = await files.createWriter(digest);
+  await short.write(data);
+  await t.rejects(short.commit(data.length + 1), DigestMismatchError, 'size checked too');
+});
+
+t.test('start-up removes leftovers of interrupted writes', async (t) => {
+  const layout = new Layout(tmp(t));
+  const files = new BlobFiles(layout);
+  await files.init();
+  fs.writeFileSync(path.join(layout.tmpDir, 'abc.123.part'), 'half');
+  fs.writeFileSync(path.join(layout.tmpDir, 'def.456.part'), 'half');
+  t.equal(await files.init(), 2);
+  t.same(fs.readdirSync(layout.tmpDir), []);
+});
+
+t.test('layout paths come only from valid digests', async (t) => {
+  const layout = new Layout('/x');
+  t.equal(layout.blobPath('sha256:' + 'ab'.repeat(32)), '/x/blobs/sha256/ab/' + 'ab'.repeat(32));
+  t.throws(() => layout.blobPath('sha256:../../../etc/passwd'));
+});
+
+t.test('index: blobs, manifests with refs, tags, links, batched access', async (t) => {
+  const dir = tmp(t);
+  let now = 1000;
+  const idx = new Index(path.join(dir, 'index.db'), { now: () => now, flushIntervalMs: 60_000 });
+  const d1 = sha256('1');
+  const d2 = sha256('2');
+  idx.putBlob(d1, 10);
+  t.match(idx.getBlob(d1), { digest: d1, size: 10, last_access: 1000 });
+  now = 5000;
+  idx.touch(d1);
+  t.equal(idx.getBlob(d1)?.last_access, 1000, 'access time batched, not written per hit');
+  idx.flushAccess();
+  t.equal(idx.getBlob(d1)?.last_access, 5000);
+  const body = Buffer.from(JSON.stringify({ layers: [{ digest: d1 }, { digest: d2 }] }));
+  const md = sha256(body);
+  idx.putManifest(md, 'application/vnd.oci.image.manifest.v1+json', body, [d1, d2]);
+  t.ok(idx.hasManifest(md));
+  t.same(idx.getManifest(md)?.body, body, 'manifest bytes verbatim');
+  const refs = idx.db.prepare('SELECT child FROM refs WHERE parent = ? ORDER BY child').all(md) as { child: string }[];
+  t.same(refs.map((r) => r.child).sort(), [d1, d2].sort());
+  idx.putTag('docker.io', 'library/x', 'v1', { digest: md, media_type: 'm', size: body.length, fetched_at: 5000 });
+  idx.touchTag('docker.io', 'library/x', 'v1', 7000);
+  t.match(idx.getTag('docker.io', 'library/x', 'v1'), { digest: md, fetched_at: 7000 });
+  t.same(idx.listTags('docker.io', 'library/x'), ['v1']);
+  idx.deleteTag('docker.io', 'library/x', 'v1');
+  t.equal(idx.getTag('docker.io', 'library/x', 'v1'), undefined);
+  idx.link('docker.io', 'library/x', d1);
+  t.ok(idx.isLinked('docker.io', 'library/x', d1));
+  t.notOk(idx.isLinked('docker.io', 'library/y', d1));
+  t.same(idx.stats(), { bytes: 10, blobs: 1, manifests: 1 });
+  idx.close();
+
+  const again = new Index(path.join(dir, 'index.db'));
+  t.equal(again.getBlob(d1)?.size, 10, 'survives reopening (schema migration is idempotent)');
+  const ro = new Index(path.join(dir, 'index.db'), { readonly: true });
+  t.equal(ro.getBlob(d1)?.size, 10, 'a second (CLI) process reads while the daemon has it open');
+  ro.close();
+  again.close();
+});
