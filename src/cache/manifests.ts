@@ -10,7 +10,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { OciError } from '../oci/errors.js';
 import { sha256 } from '../oci/digest.js';
-import { MEDIA_TYPES, acceptAllows, baseMediaType, declaredMediaType } from '../oci/mediatypes.js';
+import { MEDIA_TYPES, acceptAllows, baseMediaType, declaredMediaType, upstreamAccept } from '../oci/mediatypes.js';
 import { manifestChildren } from '../oci/manifest.js';
 import type { Index, TagRow } from '../store/index-db.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -104,7 +104,7 @@ export class ManifestCache {
     const key = `d\0${client.registry}\0${repository}\0${reference}`;
     const { promise } = this.flights.run(key, async () => {
       try {
-        const got = await client.getManifest(repository, reference, { accept: req.accept, reqId: req.reqId });
+        const got = await client.getManifest(repository, reference, { accept: upstreamAccept(req.accept), reqId: req.reqId });
         if (!got || !got.body) throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: reference });
         const actual = sha256(got.body);
         if (actual !== reference) {
@@ -173,7 +173,7 @@ export class ManifestCache {
   private async revalidate(req: ManifestRequest, known: TagRow | undefined): Promise<ManifestResult> {
     const { client, repository, reference: tag } = req;
     const registry = client.registry;
-    const opts = { accept: req.accept, reqId: req.reqId };
+    const opts = { accept: upstreamAccept(req.accept), reqId: req.reqId };
     // Only a request that admits indexes may move the tag: a narrow Accept gets a narrower answer.
     const broad = acceptAllows(req.accept, MEDIA_TYPES.ociIndex) || acceptAllows(req.accept, MEDIA_TYPES.dockerManifestList);
     if (known || req.head) {

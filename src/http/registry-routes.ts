@@ -13,7 +13,7 @@ import { parseV2Path, type V2Route } from '../oci/paths.js';
 import { contentRange, parseRange } from '../oci/range.js';
 import type { Mirror, Target } from '../cache/mirror.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { API_VERSION_HEADER, errorResponse } from './respond.js';
+import { API_VERSION_HEADER } from './respond.js';
 import type { AppEnv } from './app.js';
 
 /** Splits the raw request target; the path is matched still percent-encoded. */
@@ -25,12 +25,24 @@ export function rawTarget(c: Context<AppEnv>): { path: string; query: URLSearchP
   return { path, query: new URLSearchParams(rawQuery), rawQuery };
 }
 
+/**
+ * Registry requests are dispatched on the raw request target, before hono's
+ * router sees a URL whose dot segments the WHATWG parser has already
+ * resolved: "/v2/a/../../x" must be refused as a bad name, not routed as "/x".
+ */
 export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metrics: Metrics): void {
-  app.get('/v2/*', async (c) => {
+  app.use('*', async (c, next) => {
     const { path, query } = rawTarget(c);
+    if (path !== '/v2' && !path.startsWith('/v2/')) return next();
+    const method = c.req.method;
+    if (method !== 'GET' && method !== 'HEAD') {
+      // Everything else under /v2 is a write: a mirror does not take pushes.
+      c.set('route', 'push');
+      throw new OciError('UNSUPPORTED', 'berth is a pull-through mirror: push to the upstream registry');
+    }
     const route = parseV2Path(path);
     c.set('route', route.kind);
-    const head = c.req.method === 'HEAD';
+    const head = method === 'HEAD';
     const target: Target = { ns: query.get('ns'), name: 'name' in route ? route.name : '', reqId: c.get('reqId') };
     switch (route.kind) {
       case 'base':
@@ -44,11 +56,6 @@ export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metric
       case 'upload':
         throw new OciError('UNSUPPORTED', 'berth is a pull-through mirror: push to the upstream registry');
     }
-  });
-  // Everything else under /v2 is a write: a mirror does not take pushes.
-  app.all('/v2/*', (c) => {
-    c.set('route', 'push');
-    return errorResponse(c, new OciError('UNSUPPORTED', 'berth is a pull-through mirror: push to the upstream registry'));
   });
 }
 

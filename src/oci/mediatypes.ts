@@ -20,6 +20,20 @@ export const DEFAULT_ACCEPT = [
   MEDIA_TYPES.dockerManifest,
 ].join(', ');
 
+/**
+ * The Accept header to send upstream for a client's. Distribution 2.8 answers
+ * 404 for an OCI manifest unless OCI types are named explicitly, so a missing
+ * or wildcard Accept (curl, fetch) is widened to the explicit list.
+ */
+export function upstreamAccept(clientAccept: string | undefined | null): string {
+  if (!clientAccept || !clientAccept.trim()) return DEFAULT_ACCEPT;
+  const wild = clientAccept.split(',').some((p) => {
+    const type = baseMediaType(p);
+    return type === '*/*' || type === 'application/*';
+  });
+  return wild ? `${DEFAULT_ACCEPT}, ${clientAccept}` : clientAccept;
+}
+
 /** A media type without parameters, lower-cased ("application/json; charset=utf-8" -> "application/json"). */
 export function baseMediaType(value: string | undefined | null): string {
   if (!value) return '';

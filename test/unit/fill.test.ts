@@ -95,7 +95,7 @@ t.test('a corrupted transfer is never completed to a follower nor cached', async
   await fill.ready;
   const got = collect(fill.reader(0, data.length - 1));
   const flipped = Buffer.from(data);
-  flipped[49_999] ^= 0xff;
+  flipped.writeUInt8(flipped.readUInt8(49_999) ^ 0xff, 49_999);
   src.bodies[0]!.end(flipped);
   await t.rejects(fill.done, { code: 'DIGEST_MISMATCH' });
   const r = await got;

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { parseRange, contentRange } from '../../src/oci/range.js';
-import { acceptAllows, baseMediaType, declaredMediaType, isIndexMediaType, MEDIA_TYPES } from '../../src/oci/mediatypes.js';
+import { acceptAllows, baseMediaType, declaredMediaType, isIndexMediaType, MEDIA_TYPES, DEFAULT_ACCEPT, upstreamAccept } from '../../src/oci/mediatypes.js';
 import { isDigest, sha256, digestHex, looksLikeDigest } from '../../src/oci/digest.js';
 import { manifestChildren, parseManifest } from '../../src/oci/manifest.js';
 import { OciError, renderError } from '../../src/oci/errors.js';
@@ -34,6 +34,10 @@ t.test('media types and Accept', async (t) => {
   t.notOk(isIndexMediaType(MEDIA_TYPES.ociManifest));
   t.equal(declaredMediaType(Buffer.from(JSON.stringify({ mediaType: MEDIA_TYPES.ociIndex }))), MEDIA_TYPES.ociIndex);
   t.equal(declaredMediaType(Buffer.from('not json')), undefined);
+  // Distribution 2.8 404s an OCI manifest unless OCI types are named: widen wildcards.
+  t.equal(upstreamAccept(undefined), DEFAULT_ACCEPT);
+  t.equal(upstreamAccept('*/*'), `${DEFAULT_ACCEPT}, */*`);
+  t.equal(upstreamAccept(MEDIA_TYPES.dockerManifest), MEDIA_TYPES.dockerManifest, 'a narrow Accept passes through');
 });
 
 t.test('digests', async (t) => {

@@ -1,0 +1,82 @@
+/**
+ * The one way in: find the file, lay it over the built-in defaults, apply
+ * BERTH_<SECTION>_<KEY> variables, validate every key, read secrets, freeze.
+ * Any problem is a ConfigError naming the key and where the value came from.
+ */
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { DEFAULTS } from './defaults.js';
+import { BUILT_IN, ConfigError } from './errors.js';
+import { deepFreeze } from './freeze.js';
+import { buildLayers, readToml } from './layers.js';
+import { SECRET_KEYS } from './schema.js';
+import { buildCache, buildHarbor, buildLog, buildPrefetch, buildServer, buildUpstreams } from './sections.js';
+import type { Config } from './types.js';
+
+export { ConfigError } from './errors.js';
+
+export interface LoadOptions {
+  /** The config file; undefined or null: built-in defaults (plus the environment). */
+  file?: string | null;
+  /** Defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Relative paths (the file, cache.dir, *_file keys) are taken from here; defaults to process.cwd(). */
+  cwd?: string;
+}
+
+/**
+ * Which file to load: `--config FILE`, else $BERTH_CONFIG, else the system
+ * file when it exists, else null (built-in defaults). An empty flag or
+ * variable counts as unset (systemd's `Environment=BERTH_CONFIG=` clears it).
+ */
+export function resolveConfigPath(flag?: string, env: NodeJS.ProcessEnv = process.env, systemFile: string = DEFAULTS.configFile): string | null {
+  if (flag !== undefined && flag !== '') return flag;
+  const fromEnv = env[DEFAULTS.configEnv];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  return existsSync(systemFile) ? systemFile : null;
+}
+
+/**
+ * Typed as the plain Config contract so every consumer can take a `Config`;
+ * at run time the whole tree is frozen and any assignment throws.
+ */
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const cwd = opts.cwd ?? process.cwd();
+  const file = opts.file ?? null;
+  const source = file === null ? null : resolve(cwd, file);
+  const label = file ?? BUILT_IN;
+  const doc = source === null ? null : readToml(label, source);
+
+  const layers = buildLayers(doc, label, env, cwd);
+  const server = buildServer(layers.server);
+  const cache = buildCache(layers.cache);
+  const log = buildLog(layers.log);
+  const harbor = layers.harbor === null ? null : buildHarbor(layers.harbor);
+  if (layers.upstreams.length === 0) {
+    throw new ConfigError(label, 'upstream', 'is empty: berth needs at least one [[upstream]] (registry and url)');
+  }
+  const upstreams = buildUpstreams(layers.upstreams, harbor);
+  const prefetch = buildPrefetch(layers.prefetch, upstreams);
+
+  const config: Config = { source, server, cache, log, upstreams, harbor, prefetch };
+  deepFreeze(config);
+  return config;
+}
+
+const REDACTED = '<redacted>';
+
+function redact(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redact);
+  if (typeof value !== 'object' || value === null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, child] of Object.entries(value)) {
+    out[key] = SECRET_KEYS.has(key) && child !== undefined ? REDACTED : redact(child);
+  }
+  return out;
+}
+
+/** A plain, mutable copy for printing (`berth config`, debug logs) with every secret replaced by "<redacted>". */
+export function redactedConfig(c: Config): object {
+  return redact(c) as object;
+}

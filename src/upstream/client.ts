@@ -1,0 +1,242 @@
+/**
+ * The registry client the cache talks to: the read half of the OCI
+ * Distribution API over a stack of small layers, each owning one concern:
+ *
+ *   operations (this file)  -> what a 200/206/404 means for manifests, blobs, tags
+ *   Authenticator (auth.ts) -> 401 challenges, remembered scheme, tokens
+ *   withRetry (retry.ts)    -> 429 Retry-After, 5xx backoff, stale-socket resets
+ *   transport.ts            -> circuit gate, one undici request, metrics event
+ *   dispatcher.ts           -> Agent + redirect interceptor, timeouts, TLS trust
+ */
+import type { Logger } from 'pino';
+import { isDigest, sha256 } from '../oci/digest.js';
+import { DEFAULT_ACCEPT, baseMediaType } from '../oci/mediatypes.js';
+import { Authenticator } from './auth.js';
+import { Circuit } from './circuit.js';
+import { createDispatcher } from './dispatcher.js';
+import { statusError } from './errors.js';
+import { contentLength, header, parseContentRange } from './headers.js';
+import { withRetry } from './retry.js';
+import { createTransport, type Answer } from './transport.js';
+import {
+  UpstreamError,
+  type BlobAnswer,
+  type ManifestAnswer,
+  type RegistryClient,
+  type RequestOptions,
+  type UpstreamEvent,
+  type UpstreamHealth,
+} from './types.js';
+
+export interface ClientOptions {
+  registry: string;
+  /** Base URL of the registry API, e.g. "https://registry-1.docker.io". */
+  url: string;
+  username?: string;
+  password?: string;
+  /** PEM bundle added to the system roots (not replacing them). */
+  caFile?: string;
+  skipVerify?: boolean;
+  timeouts: { connectMs: number; headersMs: number; bodyIdleMs: number };
+  logger: Logger;
+  /** Called once per upstream HTTP exchange (for metrics). */
+  observer?: (e: UpstreamEvent) => void;
+  retry?: { maxRetries?: number; maxRetryAfterMs?: number };
+  circuit?: { maxFails?: number; failTimeoutMs?: number };
+  /** Socket pool per origin; tests use a tiny keep-alive so the process exits at once. */
+  pool?: { connections?: number; keepAliveTimeoutMs?: number };
+}
+
+/** Registries cap manifests at 4 MiB (Distribution's default); more is not a manifest. */
+const MANIFEST_LIMIT = 4 * 1024 * 1024;
+/** Tag lists are paginated upstream; this only stops a runaway answer. */
+const TAGS_LIMIT = 16 * 1024 * 1024;
+
+/** Path-safe repository/reference: keeps `/` between name components and the `:` of a digest. */
+function encodePath(value: string): string {
+  return value
+    .split('/')
+    .map((part) => encodeURIComponent(part).replace(/%3A/gi, ':'))
+    .join('/');
+}
+
+function pullScope(repository: string): string {
+  return `repository:${repository}:pull`;
+}
+
+class UpstreamClient implements RegistryClient {
+  readonly registry: string;
+  readonly #base: URL;
+  readonly #circuit: Circuit;
+  readonly #auth: Authenticator;
+  readonly #close: () => Promise<void>;
+
+  constructor(opts: ClientOptions) {
+    this.registry = opts.registry;
+    this.#base = new URL(opts.url);
+    const log = opts.logger.child({ module: 'upstream', registry: opts.registry });
+    const { dispatcher, close } = createDispatcher({
+      registry: opts.registry,
+      timeouts: opts.timeouts,
+      caFile: opts.caFile,
+      skipVerify: opts.skipVerify,
+      connections: opts.pool?.connections,
+      keepAliveTimeoutMs: opts.pool?.keepAliveTimeoutMs,
+    });
+    this.#close = close;
+    this.#circuit = new Circuit({
+      registry: opts.registry,
+      maxFails: opts.circuit?.maxFails ?? 3,
+      failTimeoutMs: opts.circuit?.failTimeoutMs ?? 10_000,
+    });
+    const transport = createTransport({ registry: opts.registry, dispatcher, circuit: this.#circuit, observer: opts.observer, log });
+    const send = withRetry(transport, {
+      maxRetries: opts.retry?.maxRetries ?? 2,
+      maxRetryAfterMs: opts.retry?.maxRetryAfterMs ?? 5_000,
+      log,
+    });
+    this.#auth = new Authenticator({ registry: opts.registry, upstream: this.#base, username: opts.username, password: opts.password, send, log });
+  }
+
+  #url(path: string, query = ''): URL {
+    // A base URL with a path prefix (a registry behind a reverse proxy) keeps it.
+    const prefix = this.#base.pathname.replace(/\/+$/, '');
+    const url = new URL(this.#base.origin + prefix + path);
+    url.search = query;
+    return url;
+  }
+
+  #exchange(
+    kind: UpstreamEvent['kind'],
+    method: 'GET' | 'HEAD',
+    url: URL,
+    scope: string | undefined,
+    headers: Record<string, string>,
+    ro: RequestOptions | undefined,
+  ): Promise<Answer> {
+    return this.#auth.send({ kind, method, url, headers, signal: ro?.signal, reqId: ro?.reqId }, scope);
+  }
+
+  async #manifest(method: 'GET' | 'HEAD', repository: string, reference: string, ro?: RequestOptions): Promise<ManifestAnswer | null> {
+    const url = this.#url(`/v2/${encodePath(repository)}/manifests/${encodePath(reference)}`);
+    const what = `${method} manifest ${repository}:${reference}`;
+    const answer = await this.#exchange('manifest', method, url, pullScope(repository), { accept: ro?.accept || DEFAULT_ACCEPT }, ro);
+    if (answer.status === 404) {
+      answer.discard();
+      return null;
+    }
+    if (answer.status !== 200) throw await statusError(answer, this.registry, what);
+
+    const headerDigest = header(answer.headers, 'docker-content-digest')?.trim() || undefined;
+    const mediaType = baseMediaType(header(answer.headers, 'content-type'));
+    if (method === 'HEAD') {
+      answer.discard();
+      const size = contentLength(answer.headers);
+      const digest = headerDigest ?? (isDigest(reference) ? reference : undefined);
+      if (digest === undefined) throw this.#protocol(`${what}: no Docker-Content-Digest`);
+      if (size === undefined) throw this.#protocol(`${what}: no Content-Length`);
+      return { digest, mediaType, size };
+    }
+
+    const body = await answer.read(MANIFEST_LIMIT);
+    const computed = sha256(body);
+    // Verify what we can: a sha256 the upstream claims, and the digest we asked for.
+    if (headerDigest !== undefined && headerDigest.startsWith('sha256:') && headerDigest !== computed) {
+      throw this.#protocol(`${what}: body does not match Docker-Content-Digest ${headerDigest}`);
+    }
+    if (isDigest(reference) && reference !== computed) throw this.#protocol(`${what}: body does not match the requested digest`);
+    return { digest: headerDigest ?? computed, mediaType, size: body.length, body };
+  }
+
+  getManifest(repository: string, reference: string, ro?: RequestOptions): Promise<ManifestAnswer | null> {
+    return this.#manifest('GET', repository, reference, ro);
+  }
+
+  headManifest(repository: string, reference: string, ro?: RequestOptions): Promise<Omit<ManifestAnswer, 'body'> | null> {
+    return this.#manifest('HEAD', repository, reference, ro);
+  }
+
+  async headBlob(repository: string, digest: string, ro?: RequestOptions): Promise<{ size: number } | null> {
+    const url = this.#url(`/v2/${encodePath(repository)}/blobs/${encodePath(digest)}`);
+    const what = `HEAD blob ${repository}@${digest}`;
+    const answer = await this.#exchange('blob', 'HEAD', url, pullScope(repository), {}, ro);
+    if (answer.status !== 200 && answer.status !== 404) throw await statusError(answer, this.registry, what);
+    answer.discard();
+    if (answer.status === 404) return null;
+    const size = contentLength(answer.headers);
+    if (size === undefined) throw this.#protocol(`${what}: no Content-Length`);
+    return { size };
+  }
+
+  async getBlob(repository: string, digest: string, ro?: RequestOptions & { offset?: number }): Promise<BlobAnswer | null> {
+    const offset = ro?.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`blob offset must be a non-negative integer, got ${offset}`);
+    const url = this.#url(`/v2/${encodePath(repository)}/blobs/${encodePath(digest)}`);
+    const what = `GET blob ${repository}@${digest}`;
+    const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+    const answer = await this.#exchange('blob', 'GET', url, pullScope(repository), headers, ro);
+    if (answer.status === 404) {
+      answer.discard();
+      return null;
+    }
+    if (answer.status === 200) {
+      return { status: 200, offset: 0, size: contentLength(answer.headers), body: answer.body };
+    }
+    if (answer.status === 206 && offset > 0) {
+      const range = parseContentRange(header(answer.headers, 'content-range'));
+      if (!range || range.first !== offset) {
+        answer.discard();
+        throw this.#protocol(`${what}: 206 with Content-Range ${header(answer.headers, 'content-range') ?? '(none)'} for offset ${offset}`);
+      }
+      return { status: 206, offset, size: range.total, body: answer.body };
+    }
+    throw await statusError(answer, this.registry, what);
+  }
+
+  async getTags(repository: string, query: string, ro?: RequestOptions): Promise<{ body: Buffer; link?: string } | null> {
+    const url = this.#url(`/v2/${encodePath(repository)}/tags/list`, query.replace(/^\?/, ''));
+    const answer = await this.#exchange('tags', 'GET', url, pullScope(repository), { accept: 'application/json' }, ro);
+    if (answer.status === 404) {
+      answer.discard();
+      return null;
+    }
+    if (answer.status !== 200) throw await statusError(answer, this.registry, `GET tags of ${repository}`);
+    const body = await answer.read(TAGS_LIMIT);
+    const link = header(answer.headers, 'link');
+    return link === undefined ? { body } : { body, link };
+  }
+
+  /**
+   * True on 200. Answers that are not a registry's (404, a 3xx left over) are
+   * false; reachability, auth and rate-limit failures throw so `doctor` can
+   * say which it was.
+   */
+  async ping(ro?: RequestOptions): Promise<boolean> {
+    const answer = await this.#exchange('ping', 'GET', this.#url('/v2/'), undefined, {}, ro);
+    if (answer.status === 200) {
+      answer.discard();
+      return true;
+    }
+    if (answer.status === 401 || answer.status === 403 || answer.status === 429 || answer.status >= 500) {
+      throw await statusError(answer, this.registry, 'GET /v2/');
+    }
+    answer.discard();
+    return false;
+  }
+
+  health(): UpstreamHealth {
+    return this.#circuit.health();
+  }
+
+  close(): Promise<void> {
+    return this.#close();
+  }
+
+  #protocol(message: string): UpstreamError {
+    return new UpstreamError('UPSTREAM_PROTOCOL', this.registry, `upstream ${this.registry} ${message}`);
+  }
+}
+
+export function createRegistryClient(opts: ClientOptions): RegistryClient {
+  return new UpstreamClient(opts);
+}

@@ -1,0 +1,162 @@
+/**
+ * Turns whatever undici, Node's net/tls or an upstream status throws at us into
+ * an UpstreamError with a stable code. Code matches on `err.code`, never on the
+ * message (undici and OpenSSL reword messages between releases).
+ */
+import { header, parseRetryAfter } from './headers.js';
+import type { Answer } from './transport.js';
+import { UpstreamError, type UpstreamErrorCode } from './types.js';
+
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'ETIMEDOUT',
+]);
+
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EAI_FAIL',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EADDRNOTAVAIL',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_DESTROYED',
+]);
+
+/** OpenSSL verification results as Node reports them in `err.code`. */
+const TLS_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  // "wrong version number": an https:// URL pointed at a plain-HTTP port.
+  'EPROTO',
+]);
+
+const PROTOCOL_CODES = new Set([
+  'HPE_INVALID_CONSTANT',
+  'UND_ERR_HEADERS_OVERFLOW',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+  'UND_ERR_RES_EXCEEDED_MAX_SIZE',
+]);
+
+/** The `code` of an error, or of the first error inside an AggregateError (happy-eyeballs connects). */
+export function errorCode(err: unknown): string | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return code;
+  if (err instanceof AggregateError) return errorCode(err.errors[0]);
+  return undefined;
+}
+
+function classify(code: string | undefined): UpstreamErrorCode {
+  if (code === undefined) return 'UPSTREAM_UNREACHABLE';
+  if (TIMEOUT_CODES.has(code)) return 'UPSTREAM_TIMEOUT';
+  if (TLS_CODES.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_')) return 'UPSTREAM_TLS';
+  if (PROTOCOL_CODES.has(code) || code.startsWith('HPE_')) return 'UPSTREAM_PROTOCOL';
+  if (UNREACHABLE_CODES.has(code)) return 'UPSTREAM_UNREACHABLE';
+  // Anything else from the socket layer still means "no usable answer came back".
+  return 'UPSTREAM_UNREACHABLE';
+}
+
+const WHAT: Record<UpstreamErrorCode, string> = {
+  UPSTREAM_UNREACHABLE: 'unreachable',
+  UPSTREAM_TIMEOUT: 'timed out',
+  UPSTREAM_TLS: 'TLS failure',
+  UPSTREAM_AUTH: 'refused authentication',
+  UPSTREAM_RATE_LIMITED: 'rate limited',
+  UPSTREAM_STATUS: 'unexpected status',
+  UPSTREAM_PROTOCOL: 'malformed answer',
+};
+
+/**
+ * Maps a thrown transport error. The message names the registry and the
+ * underlying reason (e.g. the OpenSSL verify code); it never contains request
+ * headers, so no credential can leak through it.
+ */
+export function toUpstreamError(err: unknown, registry: string): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  const code = errorCode(err);
+  const kind = classify(code);
+  const reason = err instanceof Error ? err.message : String(err);
+  const detail = code && !reason.includes(code) ? `${code}: ${reason}` : reason;
+  return new UpstreamError(kind, registry, `upstream ${registry} ${WHAT[kind]}: ${detail}`, { cause: err });
+}
+
+/** True for socket resets that a fresh connection may not hit (a stale keep-alive socket). */
+export function isTransientReset(err: unknown): boolean {
+  if (!(err instanceof UpstreamError) || err.code !== 'UPSTREAM_UNREACHABLE') return false;
+  const code = errorCode(err.cause);
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET';
+}
+
+/**
+ * The first `{"errors":[{code,message}]}` entry of an upstream error body, for
+ * operators reading logs. Registries put no request secrets in these bodies.
+ */
+export function describeErrorBody(body: Buffer): string {
+  if (body.length === 0) return '';
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    if (parsed && typeof parsed === 'object' && 'errors' in parsed && Array.isArray(parsed.errors)) {
+      const first: unknown = parsed.errors[0];
+      if (first && typeof first === 'object') {
+        const { code, message } = first as { code?: unknown; message?: unknown };
+        const text = [code, message].filter((v) => typeof v === 'string' && v !== '').join(': ');
+        return text.slice(0, 200);
+      }
+    }
+  } catch {
+    // not the OCI envelope: say nothing rather than echo arbitrary HTML
+  }
+  return '';
+}
+
+/** How much of an error body we read for the log line; the rest is discarded. */
+const ERROR_BODY_LIMIT = 4 * 1024;
+
+/**
+ * The error for a status the caller cannot use: 401/403 after the auth flow,
+ * 429 once retries are spent (with the upstream's Retry-After), anything else
+ * as UPSTREAM_STATUS. Consumes the answer's body either way.
+ */
+export async function statusError(answer: Answer, registry: string, what: string): Promise<UpstreamError> {
+  let detail = '';
+  try {
+    detail = describeErrorBody(await answer.read(ERROR_BODY_LIMIT));
+  } catch {
+    answer.discard();
+  }
+  const status = answer.status;
+  const suffix = detail ? ` (${status} ${detail})` : ` (${status})`;
+  if ((status === 401 || status === 403) && !answer.redirected) {
+    return new UpstreamError('UPSTREAM_AUTH', registry, `upstream ${registry} refused ${what}${suffix}`, { status });
+  }
+  if (status === 429) {
+    const retryAfterMs = parseRetryAfter(header(answer.headers, 'retry-after'));
+    return new UpstreamError('UPSTREAM_RATE_LIMITED', registry, `upstream ${registry} rate-limited ${what}${suffix}`, {
+      status,
+      ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+    });
+  }
+  const where = answer.redirected ? ' after a redirect' : '';
+  return new UpstreamError('UPSTREAM_STATUS', registry, `upstream ${registry} answered ${what}${where} unexpectedly${suffix}`, { status });
+}

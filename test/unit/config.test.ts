@@ -1,0 +1,494 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { DEFAULTS } from '../../src/config/defaults.js';
+import { ConfigError, loadConfig, redactedConfig, resolveConfigPath } from '../../src/config/load.js';
+import type { Config } from '../../src/config/types.js';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const EXAMPLE = join(REPO, 'config/berth.toml');
+const SECRET = 'hunter2-s3cr3t';
+const GiB = 2 ** 30;
+
+/** What the helpers need from a test: the root `t` and subtests both fit. */
+type Test = Pick<typeof t, 'teardown' | 'fail'>;
+
+function tempDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function write(dir: string, name: string, text: string): string {
+  const path = join(dir, name);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, text);
+  return path;
+}
+
+/** Writes berth.toml into a fresh temp dir and loads it with only the given environment. */
+function loadText(t: Test, text: string, env: NodeJS.ProcessEnv = {}): { config: Config; dir: string; file: string } {
+  const dir = tempDir(t);
+  const file = write(dir, 'berth.toml', text);
+  return { config: loadConfig({ file, env, cwd: dir }), dir, file };
+}
+
+/** The ConfigError `fn` throws; fails the test when it throws anything else. */
+function configError(t: Test, fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    t.fail(`expected a ConfigError, got ${String(err)}`);
+    throw err;
+  }
+  t.fail('expected a ConfigError, nothing was thrown');
+  throw new Error('unreachable');
+}
+
+t.test('built-in defaults load with no file and no environment', async (t) => {
+  const cwd = tempDir(t);
+  const c = loadConfig({ env: {}, cwd });
+  t.same(c, {
+    source: null,
+    server: { listen: '127.0.0.1:5050', host: '127.0.0.1', port: 5050, drainTimeoutMs: 30_000 },
+    cache: { dir: join(cwd, 'var/berth'), maxSizeBytes: 20 * GiB, tagTtlMs: 300_000, serveStale: true },
+    log: { level: 'info' },
+    upstreams: [
+      {
+        registry: 'docker.io',
+        url: 'https://registry-1.docker.io',
+        skipVerify: false,
+        timeouts: { connectMs: 5_000, headersMs: 30_000, bodyIdleMs: 60_000 },
+      },
+    ],
+    harbor: null,
+    prefetch: [],
+  });
+  t.equal(loadConfig({ file: null, env: {}, cwd }).cache.dir, join(cwd, 'var/berth'), 'file: null is the same');
+  t.equal(loadConfig({ env: {} }).cache.dir, resolve('var/berth'), 'cwd defaults to process.cwd()');
+});
+
+t.test('the defaults object is frozen all the way down', async (t) => {
+  t.ok(Object.isFrozen(DEFAULTS));
+  t.ok(Object.isFrozen(DEFAULTS.cache));
+  t.ok(Object.isFrozen(DEFAULTS.upstream[0]));
+  t.ok(Object.isFrozen(DEFAULTS.harbor.projects));
+  t.match(DEFAULTS.prefetchKeys.platforms[0], /^linux\/[a-z0-9]+$/);
+});
+
+t.test('$CACHE_DIRECTORY replaces the built-in cache dir only', async (t) => {
+  const cwd = tempDir(t);
+  t.equal(loadConfig({ env: { CACHE_DIRECTORY: '/var/cache/berth' }, cwd }).cache.dir, '/var/cache/berth');
+  t.equal(loadConfig({ env: { CACHE_DIRECTORY: '/var/cache/berth:/var/cache/other' }, cwd }).cache.dir, '/var/cache/berth', 'first of several');
+  t.equal(loadConfig({ env: { CACHE_DIRECTORY: '' }, cwd }).cache.dir, join(cwd, 'var/berth'), 'empty is unset');
+  const { config, dir } = loadText(t, '[cache]\ndir = "blobs"\n', { CACHE_DIRECTORY: '/var/cache/berth' });
+  t.equal(config.cache.dir, join(dir, 'blobs'), 'the file beats it, relative to cwd');
+  const file = write(dir, 'b.toml', '[cache]\ndir = "/srv/file"\n');
+  t.equal(loadConfig({ file, env: { BERTH_CACHE_DIR: '/srv/env', CACHE_DIRECTORY: '/x' }, cwd: dir }).cache.dir, '/srv/env', 'BERTH_CACHE_DIR beats both');
+});
+
+t.test('a full file sets every key', async (t) => {
+  const dir = tempDir(t);
+  write(dir, 'secrets/hub.password', `${SECRET}\n`);
+  write(dir, 'secrets/harbor.password', `${SECRET}-harbor\r\n`);
+  write(dir, 'tls/berth.crt', 'cert');
+  write(dir, 'tls/berth.key', 'key');
+  write(dir, 'ca.crt', 'ca');
+  const file = write(
+    dir,
+    'etc/berth.toml',
+    `
+[server]
+listen = "[::1]:5443"
+tls_cert_file = "tls/berth.crt"
+tls_key_file = "${join(dir, 'tls/berth.key')}"
+drain_timeout = "1m30s"
+
+[cache]
+dir = "/var/cache/berth"
+max_size = "1.5TiB"
+tag_ttl = "0"
+serve_stale = false
+
+[log]
+level = "debug"
+
+[[upstream]]
+registry = "Docker.io"
+url = "https://registry-1.docker.io/"
+username = "edge"
+password_file = "secrets/hub.password"
+ca_file = "ca.crt"
+skip_verify = true
+via_harbor_project = "dockerhub-proxy"
+connect_timeout = "2s"
+header_timeout = "10s"
+body_timeout = "2m"
+
+[[upstream]]
+registry = "harbor.example.com:8443"
+url = "https://Harbor.Example.com:8443"
+
+[harbor]
+url = "https://harbor.example.com:8443/"
+username = "robot$edge-sync"
+password_file = "secrets/harbor.password"
+ca_file = "ca.crt"
+skip_verify = false
+projects = ["edge", "dockerhub-proxy"]
+sync_interval = "30s"
+offline_grace = "2d"
+on_expired = "allow"
+
+[[prefetch]]
+image = "nginx:1.27"
+platforms = ["linux/amd64", "linux/arm64/v8"]
+
+[[prefetch]]
+image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
+`,
+  );
+  const c = loadConfig({ file, env: {}, cwd: dir });
+  t.same(c, {
+    source: file,
+    server: {
+      listen: '[::1]:5443',
+      host: '::1',
+      port: 5443,
+      drainTimeoutMs: 90_000,
+      tlsCertFile: join(dir, 'tls/berth.crt'),
+      tlsKeyFile: join(dir, 'tls/berth.key'),
+    },
+    cache: { dir: '/var/cache/berth', maxSizeBytes: 1.5 * 2 ** 40, tagTtlMs: 0, serveStale: false },
+    log: { level: 'debug' },
+    upstreams: [
+      {
+        registry: 'docker.io',
+        url: 'https://registry-1.docker.io',
+        username: 'edge',
+        password: SECRET,
+        passwordFile: join(dir, 'secrets/hub.password'),
+        caFile: join(dir, 'ca.crt'),
+        skipVerify: true,
+        viaHarborProject: 'dockerhub-proxy',
+        timeouts: { connectMs: 2_000, headersMs: 10_000, bodyIdleMs: 120_000 },
+      },
+      {
+        registry: 'harbor.example.com:8443',
+        url: 'https://harbor.example.com:8443',
+        skipVerify: false,
+        timeouts: { connectMs: 5_000, headersMs: 30_000, bodyIdleMs: 60_000 },
+      },
+    ],
+    harbor: {
+      url: 'https://harbor.example.com:8443',
+      username: 'robot$edge-sync',
+      password: `${SECRET}-harbor`,
+      passwordFile: join(dir, 'secrets/harbor.password'),
+      caFile: join(dir, 'ca.crt'),
+      skipVerify: false,
+      projects: ['edge', 'dockerhub-proxy'],
+      syncIntervalMs: 30_000,
+      offlineGraceMs: 2 * 86_400_000,
+      onExpired: 'allow',
+    },
+    prefetch: [
+      { image: 'docker.io/library/nginx:1.27', platforms: ['linux/amd64', 'linux/arm64/v8'] },
+      { image: `harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}`, platforms: DEFAULTS.prefetchKeys.platforms },
+    ],
+  });
+});
+
+t.test('a relative --config path is taken from cwd and reported as given', async (t) => {
+  const dir = tempDir(t);
+  write(dir, 'berth.toml', '[cache]\nmax_size = "12XB"\n');
+  const err = configError(t, () => loadConfig({ file: 'berth.toml', env: {}, cwd: dir }));
+  t.equal(err.message, 'berth.toml: cache.max_size: "12XB" is not a size (use e.g. "512MiB", "20GiB")');
+  t.equal(err.file, 'berth.toml');
+  t.equal(err.key, 'cache.max_size');
+  t.equal(err.code, 'ECONFIG');
+  t.type(err, Error);
+  write(dir, 'ok.toml', '');
+  t.equal(loadConfig({ file: 'ok.toml', env: {}, cwd: dir }).source, join(dir, 'ok.toml'));
+});
+
+t.test('a missing or malformed file is named', async (t) => {
+  const dir = tempDir(t);
+  const missing = join(dir, 'nope.toml');
+  t.match(configError(t, () => loadConfig({ file: missing, env: {} })), { file: missing, key: '', message: /cannot read the config file: ENOENT/ });
+  t.match(configError(t, () => loadConfig({ file: dir, env: {} })), { file: dir, message: /EISDIR/ });
+  const bad = write(dir, 'bad.toml', '[server\nlisten = "x"\n');
+  t.match(configError(t, () => loadConfig({ file: bad, env: {} })), { file: bad, key: '', message: /invalid TOML at line 1, column \d+/ });
+  // The parser's code frame would quote this line; the message must not.
+  const leaky = write(dir, 'leaky.toml', `[harbor]\nurl = "https://h"\npassword = "${SECRET}\n`);
+  const err = configError(t, () => loadConfig({ file: leaky, env: {} }));
+  t.match(err.message, /invalid TOML at line 3/);
+  t.notMatch(err.message, SECRET);
+});
+
+t.test('environment overrides, coerced to each key\'s type', async (t) => {
+  const dir = tempDir(t);
+  write(dir, 'harbor.password', `${SECRET}\n`);
+  const { config } = loadText(t, '[server]\nlisten = "127.0.0.1:6000"\n[cache]\nserve_stale = true\n', {
+    BERTH_CONFIG: '/ignored/here.toml',
+    BERTH_SERVER_LISTEN: '0.0.0.0:5050',
+    BERTH_SERVER_DRAIN_TIMEOUT: '5s',
+    BERTH_CACHE_MAX_SIZE: '50GiB',
+    BERTH_CACHE_SERVE_STALE: 'false',
+    BERTH_CACHE_TAG_TTL: '1m',
+    BERTH_LOG_LEVEL: 'warn',
+    BERTH_HARBOR_URL: 'https://harbor.example.com',
+    BERTH_HARBOR_USERNAME: 'robot$edge',
+    BERTH_HARBOR_PASSWORD_FILE: join(dir, 'harbor.password'),
+    BERTH_HARBOR_PROJECTS: ' edge, dockerhub-proxy,, ',
+    BERTH_HARBOR_SKIP_VERIFY: '1',
+    BERTH_HARBOR_ON_EXPIRED: 'allow',
+    OTHER_VARIABLE: 'ignored',
+  });
+  t.equal(config.server.listen, '0.0.0.0:5050', 'env beats the file');
+  t.equal(config.server.drainTimeoutMs, 5_000);
+  t.equal(config.cache.maxSizeBytes, 50 * GiB);
+  t.equal(config.cache.serveStale, false);
+  t.equal(config.cache.tagTtlMs, 60_000);
+  t.equal(config.log.level, 'warn');
+  t.match(config.harbor, {
+    url: 'https://harbor.example.com',
+    username: 'robot$edge',
+    password: SECRET,
+    projects: ['edge', 'dockerhub-proxy'],
+    skipVerify: true,
+    onExpired: 'allow',
+    syncIntervalMs: 300_000,
+    offlineGraceMs: 72 * 3_600_000,
+  });
+
+  const bools: [string, boolean][] = [['true', true], ['TRUE', true], ['1', true], ['false', false], ['False', false], ['0', false]];
+  for (const [text, value] of bools) {
+    t.equal(loadConfig({ env: { BERTH_CACHE_SERVE_STALE: text }, cwd: dir }).cache.serveStale, value, `bool ${text}`);
+  }
+  t.same(loadConfig({ env: { BERTH_HARBOR_URL: 'https://h', BERTH_HARBOR_PROJECTS: '' }, cwd: dir }).harbor?.projects, [], 'empty list');
+  t.equal(loadConfig({ env: { BERTH_HARBOR_URL: 'https://h' }, cwd: dir }).harbor?.onExpired, 'deny', 'harbor defaults apply to an env-only section');
+});
+
+t.test('bad environment variables name themselves', async (t) => {
+  const cases: [NodeJS.ProcessEnv, string, RegExp][] = [
+    [{ BERTH_CACHE_MAX_SIZE: '12XB' }, 'cache.max_size', /"12XB" is not a size/],
+    [{ BERTH_CACHE_SERVE_STALE: 'yes' }, 'cache.serve_stale', /expected true, false, 1 or 0, got "yes"/],
+    [{ BERTH_UPSTREAM_URL: 'https://x' }, 'upstream.url', /config file only/],
+    [{ BERTH_PREFETCH_IMAGE: 'nginx' }, 'prefetch.image', /config file only/],
+    [{ BERTH_FOO_BAR: '1' }, 'foo.bar', /no such section/],
+    [{ BERTH_CACHE: '1' }, 'cache', /no key/],
+    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale\)/],
+    [{ BERTH_SERVER_LISTEN: '5050' }, 'server.listen', /not host:port/],
+    [{ BERTH_HARBOR_USERNAME: 'robot' }, 'harbor.url', /missing/],
+  ];
+  for (const [env, key, message] of cases) {
+    const name = Object.keys(env)[0]!;
+    t.match(configError(t, () => loadConfig({ env })), { key, file: `environment ${name}`, message }, name);
+  }
+  const err = configError(t, () => loadConfig({ env: { BERTH_HARBOR_URL: 'https://h', BERTH_HARBOR_PASSWORD: SECRET } }));
+  t.match(err, { key: 'harbor.password', file: 'environment BERTH_HARBOR_PASSWORD', message: /harbor\.password_file/ });
+  t.notMatch(err.message, SECRET);
+});
+
+t.test('every kind of bad value or unknown key names the key and the file', async (t) => {
+  const up = (body: string) => `[[upstream]]\nregistry = "docker.io"\nurl = "https://registry-1.docker.io"\n${body}\n`;
+  const harbor = (body: string) => `[harbor]\nurl = "https://harbor.example.com"\n${body}\n`;
+  const cases: [string, string, RegExp][] = [
+    ['foo = 1', 'foo', /unknown key at the top level \(known sections: server, cache, log, harbor, upstream, prefetch\)/],
+    ['[servr]', 'servr', /unknown key at the top level/],
+    ['server = 5', 'server', /expected a \[server\] table/],
+    ['[upstream]\nregistry = "docker.io"', 'upstream', /write \[\[upstream\]\], not \[upstream\]/],
+    ['upstream = [1]', 'upstream[0]', /expected a table/],
+    ['upstream = []', 'upstream', /at least one \[\[upstream\]\]/],
+    ['[server]\nlisen = "x"', 'server.lisen', /unknown key \(known: listen, tls_cert_file, tls_key_file, drain_timeout\)/],
+    ['[server.tls]\ncert = "x"', 'server.tls', /unknown key/],
+    ['[server]\nlisten = 5050', 'server.listen', /expected a string, got integer 5050/],
+    ['[server]\nlisten = "5050"', 'server.listen', /not host:port/],
+    ['[server]\nlisten = "localhost"', 'server.listen', /not host:port/],
+    ['[server]\nlisten = ":5050"', 'server.listen', /has no host/],
+    ['[server]\nlisten = "127.0.0.1:0"', 'server.listen', /port must be a number from 1 to 65535/],
+    ['[server]\nlisten = "127.0.0.1:65536"', 'server.listen', /port must be/],
+    ['[server]\nlisten = "127.0.0.1:http"', 'server.listen', /port must be/],
+    ['[server]\nlisten = "::1:5050"', 'server.listen', /IPv6 address needs brackets/],
+    ['[server]\nlisten = "[::1]"', 'server.listen', /not host:port/],
+    ['[server]\nlisten = "[example.com]:5050"', 'server.listen', /is not an IPv6 address/],
+    ['[server]\nlisten = "bad_host!:5050"', 'server.listen', /not an IPv4 address or host name/],
+    ['[server]\nlisten = ""', 'server.listen', /must not be empty/],
+    ['[server]\ndrain_timeout = "soon"', 'server.drain_timeout', /"soon" is not a duration/],
+    ['[server]\ndrain_timeout = "30d"', 'server.drain_timeout', /too long \(at most 24d20h31m23s647ms/],
+    ['[server]\ntls_cert_file = "c.crt"', 'server.tls_key_file', /go together/],
+    ['[server]\ntls_key_file = "c.key"', 'server.tls_cert_file', /go together/],
+    ['[server]\ntls_cert_file = "c.crt"\ntls_key_file = "c.key"', 'server.tls_cert_file', /cannot read ".*c\.crt": ENOENT/],
+    ['[cache]\nmax_size = 20', 'cache.max_size', /expected a string, got integer 20/],
+    ['[cache]\nmax_size = "0"', 'cache.max_size', /too small/],
+    ['[cache]\nmax_size = "-1GiB"', 'cache.max_size', /negative/],
+    ['[cache]\ntag_ttl = "-1s"', 'cache.tag_ttl', /negative/],
+    ['[cache]\ntag_ttl = 1979-05-27', 'cache.tag_ttl', /expected a string, got a date/],
+    ['[cache]\nserve_stale = "yes"', 'cache.serve_stale', /expected true or false, got string "yes"/],
+    ['[cache]\ndir = ""', 'cache.dir', /must not be empty/],
+    ['[cache]\ndir = ["a"]', 'cache.dir', /expected a string, got an array/],
+    ['[log]\nlevel = "verbose"', 'log.level', /not a log level \(one of fatal, error, warn, info, debug, trace, silent\)/],
+    ['[[upstream]]\nurl = "https://r"', 'upstream[0].registry', /missing \(e\.g\. registry = "docker\.io"\)/],
+    ['[[upstream]]\nregistry = "r.io"', 'upstream[0].url', /missing/],
+    ['[[upstream]]\nregistry = "https://r.io"\nurl = "https://r.io"', 'upstream[0].registry', /write the host alone/],
+    ['[[upstream]]\nregistry = "not a host"\nurl = "https://r.io"', 'upstream[0].registry', /is not a registry host/],
+    [up('') + up(''), 'upstream[1].registry', /"docker\.io" is already configured by upstream\[0\]/],
+    [up('') + '[[upstream]]\nregistry = "Docker.IO"\nurl = "https://x"', 'upstream[1].registry', /already configured/],
+    ['[[upstream]]\nregistry = "r.io"\nurl = "ftp://r.io"', 'upstream[0].url', /must start with http:\/\/ or https:\/\//],
+    ['[[upstream]]\nregistry = "r.io"\nurl = "https://r.io/?a=1"', 'upstream[0].url', /must not have a query/],
+    ['[[upstream]]\nregistry = "r.io"\nurl = "https://r.io/#top"', 'upstream[0].url', /or fragment/],
+    ['[[upstream]]\nregistry = "r.io"\nurl = "r.io"', 'upstream[0].url', /is not a URL/],
+    [up('skip_verify = "false"'), 'upstream[0].skip_verify', /expected true or false/],
+    [up('connect_timeout = "0s"'), 'upstream[0].connect_timeout', /must be more than 0/],
+    [up('header_timeout = "x"'), 'upstream[0].header_timeout', /is not a duration/],
+    [up('body_timeout = 60'), 'upstream[0].body_timeout', /expected a string, got integer 60/],
+    [up('username = "u"'), 'upstream[0].password_file', /needs a password_file/],
+    [up('password_file = "p"'), 'upstream[0].username', /needs a username/],
+    [up('username = "u"\npassword_file = "nope"'), 'upstream[0].password_file', /cannot read ".*nope": ENOENT/],
+    [up('ca_file = "nope.crt"'), 'upstream[0].ca_file', /cannot read ".*nope\.crt": ENOENT/],
+    [up('via_harbor_project = "dockerhub"'), 'upstream[0].via_harbor_project', /needs a \[harbor\] section/],
+    [harbor('') + up('via_harbor_project = "Docker Hub"'), 'upstream[0].via_harbor_project', /not a Harbor project name/],
+    [up('timeout = "5s"'), 'upstream[0].timeout', /unknown key \(known: registry, url, username, password_file/],
+    ['[harbor]\nprojects = []', 'harbor.url', /missing/],
+    [harbor('url2 = 1'), 'harbor.url2', /unknown key/],
+    ['[harbor]\nurl = "https://h/?x"', 'harbor.url', /must not have a query/],
+    ['[harbor]\nurl = "harbor.example.com"', 'harbor.url', /is not a URL/],
+    [harbor('on_expired = "maybe"'), 'harbor.on_expired', /"maybe" is neither "deny" nor "allow"/],
+    [harbor('projects = "edge"'), 'harbor.projects', /expected an array of strings, got string "edge"/],
+    [harbor('projects = [1]'), 'harbor.projects', /item 0: expected a non-empty string, got integer 1/],
+    [harbor('projects = ["edge", "edge"]'), 'harbor.projects', /"edge" is listed twice/],
+    [harbor('projects = ["Edge"]'), 'harbor.projects', /"Edge" is not a Harbor project name/],
+    [harbor('sync_interval = "0"'), 'harbor.sync_interval', /must be more than 0/],
+    [harbor('sync_interval = "25d"'), 'harbor.sync_interval', /too long/],
+    [harbor('offline_grace = "0s"'), 'harbor.offline_grace', /must be more than 0/],
+    [harbor('skip_verify = 1'), 'harbor.skip_verify', /expected true or false, got integer 1/],
+    [harbor('username = "robot"'), 'harbor.password_file', /needs a password_file/],
+    ['[[prefetch]]\nplatforms = ["linux/amd64"]', 'prefetch[0].image', /missing/],
+    ['[[prefetch]]\nimage = "nginx:!bad"', 'prefetch[0].image', /invalid tag in image reference/],
+    ['[[prefetch]]\nimage = "Nginx"', 'prefetch[0].image', /invalid repository name/],
+    ['[[prefetch]]\nimage = "quay.io/app/x:1"', 'prefetch[0].image', /no \[\[upstream\]\] has registry "quay\.io"/],
+    ['[[prefetch]]\nimage = "nginx"\nplatforms = []', 'prefetch[0].platforms', /is empty/],
+    ['[[prefetch]]\nimage = "nginx"\nplatforms = ["amd64"]', 'prefetch[0].platforms', /"amd64" is not a platform/],
+    ['[[prefetch]]\nimage = "nginx"\nplatforms = ["linux/amd64", "linux/amd64"]', 'prefetch[0].platforms', /listed twice/],
+    ['[[prefetch]]\nimage = "nginx"\nplatform = "linux/amd64"', 'prefetch[0].platform', /unknown key \(known: image, platforms\)/],
+  ];
+  for (const [text, key, message] of cases) {
+    const dir = tempDir(t);
+    const file = write(dir, 'berth.toml', text);
+    const err = configError(t, () => loadConfig({ file, env: {}, cwd: dir }));
+    t.match(err, { key, file, message }, `${key}: ${text.split('\n').pop()}`);
+    t.ok(err.message.startsWith(`${file}: ${key}: `), 'message starts with file and key');
+  }
+});
+
+t.test('an unknown key is reported before the complaints it would cause', async (t) => {
+  const dir = tempDir(t);
+  const file = write(dir, 'berth.toml', '[harbor]\nurl = "https://h"\nusername = "robot"\npasword_file = "p"\n');
+  t.match(configError(t, () => loadConfig({ file, env: {} })), { key: 'harbor.pasword_file', message: /unknown key/ });
+});
+
+t.test('secrets come from files and never appear in an error', async (t) => {
+  const dir = tempDir(t);
+  const messages: string[] = [];
+  const expectError = (text: string, key: string) => {
+    const file = write(dir, 'berth.toml', text);
+    const err = configError(t, () => loadConfig({ file, env: {}, cwd: dir }));
+    t.equal(err.key, key);
+    messages.push(err.message);
+  };
+  expectError(`[harbor]\nurl = "https://h"\npassword = "${SECRET}"\n`, 'harbor.password');
+  t.match(messages.at(-1), /a secret is not accepted here; write it to a file \(mode 0600\) and set harbor\.password_file/);
+  expectError(`[[upstream]]\nregistry = "r.io"\nurl = "https://r.io"\npassword = "${SECRET}"\n`, 'upstream[0].password');
+  expectError(`[[upstream]]\nregistry = "r.io"\nurl = "https://user:${SECRET}@r.io"\n`, 'upstream[0].url');
+  t.match(messages.at(-1), /must not carry credentials/);
+  expectError(`[harbor]\nurl = "ftp://user:${SECRET}@h"\n`, 'harbor.url');
+  // A secret file that loads, next to a later error: the error still carries only paths.
+  write(dir, 'p', `${SECRET}\n`);
+  expectError(`[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "p"\non_expired = "never"\n`, 'harbor.on_expired');
+  write(dir, 'empty', '\n');
+  expectError(`[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "empty"\n`, 'harbor.password_file');
+  t.match(messages.at(-1), /is empty/);
+  for (const message of messages) t.notMatch(message, SECRET, message);
+
+  const file = write(dir, 'ok.toml', `[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "p"\n`);
+  const c = loadConfig({ file, env: {}, cwd: dir });
+  t.equal(c.harbor?.password, SECRET, 'one trailing newline dropped');
+  const printed = JSON.stringify(redactedConfig(c));
+  t.notMatch(printed, SECRET);
+  t.match(redactedConfig(c), { harbor: { password: '<redacted>', passwordFile: join(dir, 'p'), username: 'r' } });
+  t.equal(c.harbor?.password, SECRET, 'redacting copies, the config keeps its secret');
+  t.notOk(Object.isFrozen(redactedConfig(c)), 'the redacted copy is a plain object');
+  write(dir, 'two', 'line1\n\n');
+  const two = write(dir, 'two.toml', `[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "two"\n`);
+  t.equal(loadConfig({ file: two, env: {}, cwd: dir }).harbor?.password, 'line1\n', 'only one newline dropped');
+});
+
+t.test('values are normalised', async (t) => {
+  const { config } = loadText(
+    t,
+    '[server]\nlisten = "localhost:5050"\n[[upstream]]\nregistry = "GHCR.io"\nurl = "HTTPS://GHCR.IO:443/v2path//"\n[[prefetch]]\nimage = "ghcr.io/org/app"\n',
+  );
+  t.match(config.server, { listen: 'localhost:5050', host: 'localhost', port: 5050 });
+  t.match(config.upstreams[0], { registry: 'ghcr.io', url: 'https://ghcr.io/v2path' });
+  t.same(config.prefetch[0]?.image, 'ghcr.io/org/app:latest');
+});
+
+t.test('the result is frozen', async (t) => {
+  const c = loadConfig({ env: {}, cwd: tempDir(t) });
+  t.ok(Object.isFrozen(c));
+  t.throws(() => {
+    (c.cache as { maxSizeBytes: number }).maxSizeBytes = 1;
+  }, TypeError);
+  t.throws(() => {
+    c.upstreams.push(c.upstreams[0]!);
+  }, TypeError);
+  t.throws(() => {
+    (c.upstreams[0]!.timeouts as { connectMs: number }).connectMs = 1;
+  }, TypeError);
+  t.throws(() => {
+    (c as { harbor: unknown }).harbor = {};
+  }, TypeError);
+  t.equal(c.cache.maxSizeBytes, 20 * GiB);
+});
+
+t.test('resolveConfigPath: --config, then $BERTH_CONFIG, then the system file, then none', async (t) => {
+  const dir = tempDir(t);
+  const system = write(dir, 'berth.toml', '');
+  const absent = join(dir, 'absent.toml');
+  t.equal(resolveConfigPath('flag.toml', { BERTH_CONFIG: 'env.toml' }, system), 'flag.toml');
+  t.equal(resolveConfigPath(undefined, { BERTH_CONFIG: 'env.toml' }, system), 'env.toml');
+  t.equal(resolveConfigPath('', { BERTH_CONFIG: 'env.toml' }, system), 'env.toml', 'an empty flag is unset');
+  t.equal(resolveConfigPath(undefined, { BERTH_CONFIG: '' }, system), system, 'an empty variable is unset');
+  t.equal(resolveConfigPath(undefined, {}, system), system);
+  t.equal(resolveConfigPath(undefined, {}, absent), null);
+  t.equal(DEFAULTS.configFile, '/etc/berth/berth.toml');
+});
+
+t.test('the example config/berth.toml loads as it is', async (t) => {
+  const c = loadConfig({ file: EXAMPLE, env: {}, cwd: tempDir(t) });
+  t.equal(c.source, EXAMPLE);
+  t.equal(c.harbor, null, 'Harbor stays off until an operator fills it in');
+  t.match(c.upstreams, [{ registry: 'docker.io', timeouts: { connectMs: 5_000 } }]);
+});
+
+t.test('the example with every optional key uncommented loads too', async (t) => {
+  const dir = tempDir(t);
+  const text = readFileSync(EXAMPLE, 'utf8')
+    .split('\n')
+    .map((line) => line.replace(/^# ((?:\[\[?[a-z]+\]\]?)|(?:[a-z_]+ = .+))$/, '$1'))
+    .join('\n')
+    .replaceAll('/etc/berth/', `${dir}/`);
+  for (const m of text.matchAll(/_file = "([^"]+)"/g)) write(dir, m[1]!.slice(dir.length + 1), `${SECRET}\n`);
+  const file = write(dir, 'berth.toml', text);
+  const c = loadConfig({ file, env: {}, cwd: dir });
+  t.equal(c.cache.dir, '/var/cache/berth');
+  t.ok(c.server.tlsCertFile && c.server.tlsKeyFile);
+  t.equal(c.upstreams.length, 2);
+  t.match(c.upstreams[0], { username: 'edge-sites', password: SECRET, viaHarborProject: 'dockerhub-proxy' });
+  t.match(c.harbor, { url: 'https://harbor.example.com', username: 'robot$edge-sync', password: SECRET, projects: [] });
+  t.same(c.prefetch, [{ image: 'docker.io/library/nginx:1.27', platforms: ['linux/amd64', 'linux/arm64/v8'] }]);
+});
