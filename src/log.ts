@@ -1,9 +1,10 @@
 /**
- * pino, JSON to stdout (journald captures it). Secrets are redacted by path
+ * pino: JSON to stdout (journald captures it), pretty lines on a TTY. Secrets are redacted by path
  * as a second line of defence; the first is never putting them in a log
  * object at all.
  */
 import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
 
 export const REDACT_PATHS = [
   'password',
@@ -25,5 +26,8 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     redact: { paths: REDACT_PATHS, censor: '<redacted>' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return destination ? pino(opts, destination) : pino(opts);
+  if (destination) return pino(opts, destination);
+  // A person at a terminal gets readable lines; journald and pipes get JSON.
+  if (process.stdout.isTTY) return pino(opts, pretty({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' }));
+  return pino(opts);
 }
