@@ -2,9 +2,9 @@
  * Authentication for one upstream. The first request goes out anonymously; a
  * 401 tells us the scheme (Bearer token service or Basic), which we remember,
  * so every later request carries credentials up front instead of paying a 401
- * round trip each time. A 401 on a request that carried credentials gets one
- * more try with a freshly fetched token (the cached one may have been revoked
- * or the scope may differ); a second 401 is the caller's UPSTREAM_AUTH.
+ * round trip each time. A 401 to a cached token gets one more try with a
+ * freshly fetched one (it may have been revoked); a 401 to a token fetched just
+ * now is final. Whatever 401/403 remains is the caller's UPSTREAM_AUTH.
  */
 import type { Logger } from 'pino';
 import { parseChallenges, pickChallenge, type Challenge } from './challenge.js';
@@ -16,6 +16,12 @@ type Scheme =
   | { kind: 'anonymous' }
   | { kind: 'basic' }
   | { kind: 'bearer'; realm: string; service: string | undefined };
+
+interface Credential {
+  header: string | undefined;
+  /** A Bearer token taken from the cache: the registry may have revoked it since. */
+  cachedToken: boolean;
+}
 
 export interface AuthOptions {
   registry: string;
@@ -43,56 +49,59 @@ export class Authenticator {
     this.#tokens = new TokenSource({ registry: opts.registry, upstream: opts.upstream, basic: this.#basic, send: opts.send, log: opts.log });
   }
 
-  /** The remembered scheme, for tests and `status`. */
-  get scheme(): Scheme['kind'] {
-    return this.#scheme.kind;
-  }
-
   /**
    * Sends `ex` with whatever credentials the upstream wants for `scope`
    * ("repository:<name>:pull", or undefined for /v2/). Returns the final
    * answer, which may still be a 401/403 for the caller to turn into an error.
    */
   async send(ex: Exchange, scope: string | undefined): Promise<Answer> {
-    const sent = await this.#authorization(this.#scheme, scope, false);
-    const first = await this.#send(withAuth(ex, sent));
+    const scheme = this.#scheme;
+    const sent = await this.#credential(scheme, scope, false);
+    const first = await this.#send(withAuth(ex, sent.header));
     // A 401 from object storage after a redirect is not the registry's challenge.
     if (first.status !== 401 || first.redirected) return first;
 
     const challenge = pickChallenge(parseChallenges(first.headers['www-authenticate']));
-    const next = challenge ? this.#learn(challenge) : undefined;
-    if (!next) return first;
-    if (next.kind === 'basic' && (this.#basic === undefined || sent === this.#basic)) {
-      // Nothing (new) to offer: no account configured, or it was just refused.
-      return first;
-    }
+    const next = challenge ? learn(challenge) : undefined;
+    if (!next || !this.#worthRetrying(next, scheme, sent)) return first;
     first.discard();
     this.#scheme = next;
     this.#log.debug({ scheme: next.kind }, 'upstream asked for authentication');
     // For /v2/ (no repository) ask for whatever scope the challenge named.
-    const retry = await this.#authorization(next, scope ?? challenge?.params.get('scope'), sent !== undefined);
-    return this.#send(withAuth(ex, retry));
+    const retry = await this.#credential(next, scope ?? challenge?.params.get('scope'), sent.cachedToken);
+    return this.#send(withAuth(ex, retry.header));
   }
 
-  #learn(c: Challenge): Scheme | undefined {
-    if (c.scheme === 'basic') return { kind: 'basic' };
-    const realm = c.params.get('realm');
-    if (c.scheme !== 'bearer' || realm === undefined) return undefined;
-    return { kind: 'bearer', realm, service: c.params.get('service') };
+  /** Whether a second try with `next` can succeed where `sent` (under `scheme`) just failed. */
+  #worthRetrying(next: Scheme, scheme: Scheme, sent: Credential): boolean {
+    if (next.kind === 'basic') return this.#basic !== undefined && scheme.kind !== 'basic';
+    if (next.kind !== 'bearer') return false;
+    // A token fetched a moment ago for this very realm was refused: a new one
+    // would be refused too (Docker Hub answers 401 for unknown repositories).
+    const sameRealm = scheme.kind === 'bearer' && scheme.realm === next.realm && scheme.service === next.service;
+    return !(sameRealm && sent.header !== undefined && !sent.cachedToken);
   }
 
-  async #authorization(scheme: Scheme, scope: string | undefined, fresh: boolean): Promise<string | undefined> {
+  async #credential(scheme: Scheme, scope: string | undefined, fresh: boolean): Promise<Credential> {
     switch (scheme.kind) {
       case 'anonymous':
-        return undefined;
+        return { header: undefined, cachedToken: false };
       case 'basic':
-        return this.#basic;
+        return { header: this.#basic, cachedToken: false };
       case 'bearer': {
         const req: TokenRequest = { realm: scheme.realm, service: scheme.service, scope };
-        return 'Bearer ' + (await this.#tokens.get(req, fresh));
+        const { token, cached } = await this.#tokens.get(req, fresh);
+        return { header: 'Bearer ' + token, cachedToken: cached };
       }
     }
   }
+}
+
+function learn(c: Challenge): Scheme | undefined {
+  if (c.scheme === 'basic') return { kind: 'basic' };
+  const realm = c.params.get('realm');
+  if (c.scheme !== 'bearer' || realm === undefined) return undefined;
+  return { kind: 'bearer', realm, service: c.params.get('service') };
 }
 
 function withAuth(ex: Exchange, authorization: string | undefined): Exchange {

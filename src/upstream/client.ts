@@ -119,7 +119,7 @@ class UpstreamClient implements RegistryClient {
 
   async #manifest(method: 'GET' | 'HEAD', repository: string, reference: string, ro?: RequestOptions): Promise<ManifestAnswer | null> {
     const url = this.#url(`/v2/${encodePath(repository)}/manifests/${encodePath(reference)}`);
-    const what = `${method} manifest ${repository}:${reference}`;
+    const what = `${method} manifest ${repository}${isDigest(reference) ? '@' : ':'}${reference}`;
     const answer = await this.#exchange('manifest', method, url, pullScope(repository), { accept: ro?.accept || DEFAULT_ACCEPT }, ro);
     if (answer.status === 404) {
       answer.discard();
@@ -179,6 +179,10 @@ class UpstreamClient implements RegistryClient {
       answer.discard();
       return null;
     }
+    // undici emits UND_ERR_ABORTED when an unfinished body is destroyed; a caller
+    // that destroys the body it is done with must not crash the daemon with an
+    // unhandled 'error'. Readers (for await, pipeline) still see every error.
+    if (answer.status === 200 || answer.status === 206) answer.body.on('error', () => {});
     if (answer.status === 200) {
       return { status: 200, offset: 0, size: contentLength(answer.headers), body: answer.body };
     }

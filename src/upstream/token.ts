@@ -36,10 +36,13 @@ function keyOf(req: TokenRequest): string {
   return `${req.realm}\n${req.service ?? ''}\n${req.scope ?? ''}`;
 }
 
-/** Renew a little early: the token must still be valid when the registry checks it. */
-function cacheTtlMs(expiresInS: number): number {
+/**
+ * Renew a little early: the token must still be valid when the registry checks
+ * it. At least 1 ms, because a ttl of 0 means "forever" to lru-cache.
+ */
+export function cacheTtlMs(expiresInS: number): number {
   const lifetime = expiresInS * 1000;
-  return Math.max(1_000, lifetime - Math.min(30_000, lifetime / 10));
+  return Math.max(1, Math.floor(lifetime - Math.min(30_000, lifetime / 10)));
 }
 
 export class TokenSource {
@@ -52,25 +55,29 @@ export class TokenSource {
     this.#opts = opts;
   }
 
-  /** A valid token for `req`; `fresh` skips the cache (the registry just rejected the cached one). */
-  get(req: TokenRequest, fresh = false): Promise<string> {
+  /** A token for `req`; `fresh` skips the cache (the registry just rejected the cached one). */
+  async get(req: TokenRequest, fresh = false): Promise<{ token: string; cached: boolean }> {
     const key = keyOf(req);
     if (fresh) this.#cache.delete(key);
     else {
       const cached = this.#cache.get(key);
-      if (cached !== undefined) return Promise.resolve(cached);
+      if (cached !== undefined) return { token: cached, cached: true };
     }
+    return { token: await this.#shared(key, req), cached: false };
+  }
+
+  /** One fetch per key at a time; latecomers wait for it. */
+  #shared(key: string, req: TokenRequest): Promise<string> {
     const pending = this.#inflight.get(key);
     if (pending) return pending;
     // Deliberately no caller signal: other requests wait on this fetch too, and
     // one client hanging up must not fail theirs. Timeouts still bound it.
-    const p = this.#fetch(req).then(
-      ({ token, ttlMs }) => {
+    const settled = this.#fetch(req)
+      .then(({ token, ttlMs }) => {
         this.#cache.set(key, token, { ttl: ttlMs });
         return token;
-      },
-    );
-    const settled = p.finally(() => this.#inflight.delete(key));
+      })
+      .finally(() => this.#inflight.delete(key));
     this.#inflight.set(key, settled);
     return settled;
   }

@@ -44,6 +44,9 @@ export interface TransportOptions {
   log: Logger;
 }
 
+/** Registries log it; "undici" would tell an operator nothing. */
+const USER_AGENT = 'berth';
+
 /** undici drains up to this much to keep the socket; bigger bodies close it instead. */
 const DISCARD_LIMIT = 64 * 1024;
 
@@ -71,7 +74,7 @@ export function createTransport(opts: TransportOptions): Send {
     }
   };
 
-  const answer = (res: Dispatcher.ResponseData): Answer => {
+  const answer = (res: Dispatcher.ResponseData, signal: AbortSignal | undefined): Answer => {
     const body = res.body;
     return {
       status: res.statusCode,
@@ -97,6 +100,7 @@ export function createTransport(opts: TransportOptions): Send {
             chunks.push(buf);
           }
         } catch (err) {
+          if (signal?.aborted) throw err;
           const mapped = toUpstreamError(err, registry);
           // A body that stalls is as much a sign of a dead link as a connect timeout.
           if (isUnreachable(mapped)) circuit.failed(mapped);
@@ -121,7 +125,7 @@ export function createTransport(opts: TransportOptions): Send {
         origin: ex.url.origin,
         path: ex.url.pathname + ex.url.search,
         method: ex.method,
-        headers: ex.headers,
+        headers: { 'user-agent': USER_AGENT, ...ex.headers },
         signal: ex.signal,
       });
     } catch (err) {
@@ -144,6 +148,6 @@ export function createTransport(opts: TransportOptions): Send {
         'upstream exchange',
       );
     }
-    return answer(res);
+    return answer(res, ex.signal);
   };
 }
