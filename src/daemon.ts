@@ -7,15 +7,11 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { Config } from './config/types.js';
-import { Layout } from './store/layout.js';
-import { BlobFiles } from './store/blobs.js';
-import { Index } from './store/index-db.js';
-import { Metrics } from './metrics/metrics.js';
-import { Upstreams } from './cache/upstreams.js';
-import { Mirror } from './cache/mirror.js';
+import type { Index } from './store/index-db.js';
+import type { Metrics } from './metrics/metrics.js';
+import type { Mirror } from './cache/mirror.js';
 import { createApp } from './http/app.js';
-import { createRegistryClient } from './upstream/client.js';
-import type { RegistryClient } from './upstream/types.js';
+import { openRuntime } from './runtime.js';
 
 export interface Daemon {
   url: string;
@@ -28,42 +24,11 @@ export interface Daemon {
 }
 
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
-  const layout = new Layout(config.cache.dir);
-  const files = new BlobFiles(layout);
-  const removed = await files.init();
-  if (removed > 0) logger.info({ removed }, 'removed leftovers of interrupted writes');
-  const index = new Index(layout.indexFile);
-  const metrics = new Metrics({ cacheStats: () => index.stats() });
-
-  const clients: RegistryClient[] = config.upstreams.map((u) => {
-    const opts: Parameters<typeof createRegistryClient>[0] = {
-      registry: u.registry,
-      url: u.url,
-      timeouts: u.timeouts,
-      skipVerify: u.skipVerify,
-      logger: logger.child({ upstream: u.registry }),
-      observer: (e) => {
-        metrics.upstreamRequests.inc({ upstream: e.registry, kind: e.kind, code: String(e.status) });
-        metrics.upstreamDuration.observe({ upstream: e.registry, kind: e.kind }, e.durationMs / 1000);
-        metrics.upstreamUp.set({ upstream: e.registry }, e.status === 'error' || (typeof e.status === 'number' && e.status >= 500) ? 0 : 1);
-      },
-    };
-    if (u.username !== undefined) opts.username = u.username;
-    if (u.password !== undefined) opts.password = u.password;
-    if (u.caFile !== undefined) opts.caFile = u.caFile;
-    if (u.skipVerify) logger.warn({ upstream: u.registry }, 'TLS verification is OFF for this upstream (skip_verify)');
-    return createRegistryClient(opts);
-  });
-  const upstreams = new Upstreams(clients);
-  const mirror = new Mirror({
-    index,
-    files,
-    upstreams,
-    metrics,
-    logger,
-    tagTtlMs: config.cache.tagTtlMs,
-    serveStale: config.cache.serveStale,
-  });
+  const rt = await openRuntime(config, logger, { daemon: true });
+  const { index, mirror, metrics, layout } = rt;
+  // Counters `berth status` reads from another process.
+  metrics.onCacheResult = (kind, result) => index.bump(`${kind}_${result}`);
+  metrics.onServedBytes = (source, n) => index.bump(`served_bytes_${source}`, n);
 
   const readiness = (): string[] => {
     const problems: string[] = [];
@@ -85,6 +50,8 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;
   logger.info({ url, cacheDir: layout.root, upstreams: config.upstreams.map((u) => u.registry) }, 'berth is serving');
+  // Over max_size already (max_size lowered, or a cache carried over): trim in the background.
+  rt.evictor.schedule(0);
 
   let stopping: Promise<void> | null = null;
   const stop = (drainMs = config.server.drainTimeoutMs): Promise<void> => {
@@ -98,8 +65,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       timer.unref();
       await closed;
       clearTimeout(timer);
-      await upstreams.close();
-      index.close();
+      await rt.close();
       logger.info('stopped');
     })();
     return stopping;

@@ -35,6 +35,10 @@ export interface BlobRequest {
 
 export class BlobCache {
   readonly fills = new Map<string, Fill>();
+  /** Open readers per digest: eviction never deletes a blob under one. */
+  private readonly readers = new Map<string, number>();
+  /** Called after each blob enters the cache (eviction watches the size). */
+  onCommitted: ((digest: string, size: number) => void) | null = null;
 
   constructor(
     private readonly index: Index,
@@ -47,7 +51,7 @@ export class BlobCache {
   async get(req: BlobRequest): Promise<BlobHandle> {
     const hit = this.fromDisk(req.digest, req.head);
     if (hit) {
-      this.metrics.cacheRequests.inc({ kind: 'blob', result: 'hit' });
+      this.metrics.cacheResult('blob', 'hit');
       return hit;
     }
     let fill = this.fills.get(req.digest);
@@ -67,15 +71,47 @@ export class BlobCache {
         throw new OciError('BLOB_UNKNOWN');
       }
     } catch (err) {
-      this.metrics.cacheRequests.inc({ kind: 'blob', result: err instanceof OciError && err.status === 404 ? 'not_found' : 'error' });
+      this.metrics.cacheResult('blob', err instanceof OciError && err.status === 404 ? 'not_found' : 'error');
       throw toClientError(err);
     }
     if (shared) this.metrics.coalescedWaiters.inc();
-    this.metrics.cacheRequests.inc({ kind: 'blob', result: shared ? 'coalesced' : 'miss' });
+    this.metrics.cacheResult('blob', shared ? 'coalesced' : 'miss');
     const f = fill;
     const handle: BlobHandle = { digest: req.digest, size, source: shared ? 'coalesced' : 'upstream', release: () => undefined };
-    if (!req.head) handle.open = (start, end) => f.reader(start, end);
+    if (!req.head) handle.open = (start, end) => this.track(req.digest, f.reader(start, end));
     return handle;
+  }
+
+  /** Whether a client is reading the blob right now. */
+  isBusy(digest: string): boolean {
+    return (this.readers.get(digest) ?? 0) > 0 || this.fills.has(digest);
+  }
+
+  private track<T extends Readable>(digest: string, stream: T): T {
+    this.readers.set(digest, (this.readers.get(digest) ?? 0) + 1);
+    stream.once('close', () => {
+      const n = (this.readers.get(digest) ?? 1) - 1;
+      if (n <= 0) this.readers.delete(digest);
+      else this.readers.set(digest, n);
+    });
+    return stream;
+  }
+
+  /**
+   * Makes sure a blob is in the cache without streaming it to anyone
+   * (prefetch, export): joins or starts the fill and waits for it.
+   */
+  async ensure(req: Omit<BlobRequest, 'head'>): Promise<{ size: number; fetched: boolean }> {
+    const row = this.index.getBlob(req.digest);
+    if (row && this.files.sizeOnDisk(req.digest) === row.size) return { size: row.size, fetched: false };
+    if (row) this.dropMissing(req.digest);
+    const fill = this.fills.get(req.digest) ?? this.startFill({ ...req, head: false });
+    try {
+      await fill.done;
+    } catch (err) {
+      throw toClientError(err);
+    }
+    return { size: fill.size ?? fill.written, fetched: true };
   }
 
   /** A verified blob on disk. The fd is opened now so eviction cannot race the answer. */
@@ -101,7 +137,7 @@ export class BlobCache {
       source: 'cache',
       open: (start, end) => {
         owned = false;
-        return fs.createReadStream('', { fd, start, end, autoClose: true, highWaterMark: 256 * 1024 });
+        return this.track(digest, fs.createReadStream('', { fd, start, end, autoClose: true, highWaterMark: 256 * 1024 }));
       },
       release: () => {
         if (owned) {
@@ -123,11 +159,11 @@ export class BlobCache {
     try {
       const head = await req.client.headBlob(req.repository, req.digest, { reqId: req.reqId });
       if (!head) throw new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: req.digest });
-      this.metrics.cacheRequests.inc({ kind: 'blob', result: 'miss' });
+      this.metrics.cacheResult('blob', 'miss');
       return { digest: req.digest, size: head.size, source: 'upstream', release: () => undefined };
     } catch (err) {
       const e = toClientError(err);
-      this.metrics.cacheRequests.inc({ kind: 'blob', result: e.status === 404 ? 'not_found' : 'error' });
+      this.metrics.cacheResult('blob', e.status === 404 ? 'not_found' : 'error');
       throw e;
     }
   }
@@ -149,6 +185,7 @@ export class BlobCache {
       onCommitted: (d, size) => {
         this.index.putBlob(d, size);
         this.index.link(registry, repository, d);
+        this.onCommitted?.(d, size);
       },
     });
     this.fills.set(digest, fill);

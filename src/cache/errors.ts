@@ -23,7 +23,9 @@ export function toClientError(err: unknown): OciError {
       case 'UPSTREAM_TLS':
         return new OciError('UNAVAILABLE', `TLS to upstream ${err.registry} failed and berth has no cached copy`, detail);
       case 'UPSTREAM_AUTH':
-        return new OciError('DENIED', `upstream ${err.registry} refused berth's credentials`, detail);
+        // Docker Hub answers 401 for a repository that does not exist, so this is a 404
+        // worded the way Docker Hub words it.
+        return new OciError('NAME_UNKNOWN', `upstream ${err.registry} refused access: the repository does not exist or needs credentials berth lacks`, detail);
       case 'UPSTREAM_RATE_LIMITED': {
         const headers: Record<string, string> = {};
         if (err.retryAfterMs !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfterMs / 1000)));

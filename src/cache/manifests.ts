@@ -64,7 +64,7 @@ export class ManifestCache {
 
   async get(req: ManifestRequest): Promise<ManifestResult> {
     const result = req.byDigest ? await this.byDigest(req) : await this.byTag(req);
-    this.metrics.cacheRequests.inc({ kind: 'manifest', result: result.source === 'cache' ? 'hit' : result.source === 'stale' ? 'stale' : 'miss' });
+    this.metrics.cacheResult('manifest', result.source === 'cache' ? 'hit' : result.source === 'stale' ? 'stale' : 'miss');
     if (result.source === 'stale') this.metrics.staleAnswers.inc({ upstream: req.client.registry });
     return result;
   }

@@ -2,9 +2,14 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveConfigPath, ConfigError } from '../config/load.js';
 import type { Config } from '../config/types.js';
+import pino from 'pino';
 import { UsageError } from './command.js';
+import { createLogger } from '../log.js';
+import { openRuntime, type Runtime } from '../runtime.js';
+import { hostPlatform, parsePlatform, type Platform } from '../oci/platform.js';
 
 export const CONFIG_FLAG = { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } } as const;
+export const COMMON_FLAGS = { ...CONFIG_FLAG, verbose: { type: 'boolean', short: 'v' }, json: { type: 'boolean' } } as const;
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = false) {
   try {
@@ -17,6 +22,28 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
 export function configFrom(flag: string | undefined): Config {
   const file = resolveConfigPath(flag, process.env);
   return loadConfig(file === null ? { env: process.env } : { file, env: process.env });
+}
+
+/** The cache, upstreams and mirror for a command that runs beside (or without) the daemon. */
+export async function withRuntime<T>(config: Config, verbose: boolean, fn: (rt: Runtime) => Promise<T>): Promise<T> {
+  // Commands print their own results on stdout; logs go to stderr, quiet unless asked.
+  const logger = createLogger(verbose ? 'info' : 'warn', pino.destination(2));
+  const rt = await openRuntime(config, logger, { daemon: false });
+  try {
+    return await fn(rt);
+  } finally {
+    await rt.close();
+  }
+}
+
+/** Platform flags shared by prefetch and export. */
+export function platformsFrom(values: string[] | undefined, configured: string[] = []): Platform[] {
+  const list = values && values.length > 0 ? values : configured;
+  try {
+    return list.length > 0 ? list.map(parsePlatform) : [hostPlatform()];
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 export { ConfigError };

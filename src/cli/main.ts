@@ -8,8 +8,13 @@ import { EXIT, UsageError, err, out, type Command } from './command.js';
 import { ConfigError } from './common.js';
 import { serveCommand } from './serve.js';
 import { configCommand } from './config-cmd.js';
+import { prefetchCommand } from './prefetch.js';
+import { exportCommand } from './export-cmd.js';
+import { importCommand } from './import-cmd.js';
+import { gcCommand, verifyCommand, unpinCommand } from './maintenance-cmds.js';
+import { statusCommand } from './status.js';
 
-const COMMANDS: Command[] = [serveCommand, configCommand];
+const COMMANDS: Command[] = [serveCommand, configCommand, prefetchCommand, exportCommand, importCommand, statusCommand, verifyCommand, gcCommand, unpinCommand];
 
 function version(): string {
   const require = createRequire(import.meta.url);

@@ -121,7 +121,7 @@ async function blob(c: Context<AppEnv>, mirror: Mirror, metrics: Metrics, target
       outgoing.destroy();
       return;
     }
-    metrics.servedBytes.inc({ source }, end - start + 1);
+    metrics.served(source, end - start + 1);
   });
   return RESPONSE_ALREADY_SENT;
 }

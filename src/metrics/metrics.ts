@@ -25,6 +25,9 @@ export class Metrics {
   readonly verifyFailures: client.Counter<'upstream'>;
   readonly evictions: client.Counter;
   readonly policyDenials: client.Counter<'reason'>;
+  /** Mirrors of two counters into the index, so `berth status` can read them from another process. */
+  onCacheResult: ((kind: CacheKind, result: CacheResult) => void) | null = null;
+  onServedBytes: ((source: 'cache' | 'upstream', n: number) => void) | null = null;
 
   constructor(opts: { cacheStats?: () => { bytes: number; blobs: number; manifests: number }; defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -82,6 +85,16 @@ export class Metrics {
       });
     }
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'berth_' });
+  }
+
+  cacheResult(kind: CacheKind, result: CacheResult): void {
+    this.cacheRequests.inc({ kind, result });
+    this.onCacheResult?.(kind, result);
+  }
+
+  served(source: 'cache' | 'upstream', n: number): void {
+    this.servedBytes.inc({ source }, n);
+    this.onServedBytes?.(source, n);
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

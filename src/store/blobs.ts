@@ -26,6 +26,7 @@ export class BlobWriter {
   private fh: fsp.FileHandle | null = null;
   private written = 0;
   private closed = false;
+  private verified = false;
 
   constructor(private readonly layout: Layout, readonly digest: string) {
     this.tempPath = layout.tempPath(digest, randomBytes(6).toString('hex'));
@@ -41,7 +42,7 @@ export class BlobWriter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (!this.fh || this.closed) throw new Error('blob writer is not open');
+    if (!this.fh || this.closed || this.verified) throw new Error('blob writer is not open');
     let off = 0;
     while (off < chunk.length) {
       const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.written + off);
@@ -53,6 +54,16 @@ export class BlobWriter {
 
   /** Verifies digest (and size when known), fsyncs and renames into place. Aborts on mismatch. */
   async commit(expectedSize?: number): Promise<string> {
+    await this.verify(expectedSize);
+    return this.publish();
+  }
+
+  /**
+   * Checks the bytes against the digest (and size) and makes them durable,
+   * without publishing: import stages a whole tar this way and publishes
+   * only when every entry has passed. Aborts on mismatch.
+   */
+  async verify(expectedSize?: number): Promise<void> {
     if (!this.fh || this.closed) throw new Error('blob writer is not open');
     const actual = hasherDigest(this.hash);
     if (actual !== this.digest || (expectedSize !== undefined && expectedSize !== this.written)) {
@@ -61,6 +72,13 @@ export class BlobWriter {
     }
     await this.fh.sync();
     await this.fh.close();
+    this.fh = null;
+    this.verified = true;
+  }
+
+  /** Renames verified bytes into place under the digest's name. */
+  async publish(): Promise<string> {
+    if (!this.verified || this.closed) throw new Error('blob writer has nothing verified to publish');
     this.closed = true;
     const final = this.layout.blobPath(this.digest);
     await fsp.mkdir(path.dirname(final), { recursive: true });
@@ -79,11 +97,16 @@ export class BlobWriter {
 export class BlobFiles {
   constructor(readonly layout: Layout) {}
 
-  /** Creates the directories and removes what interrupted writes left behind. Returns how many. */
-  async init(): Promise<number> {
+  /**
+   * Creates the directories and, for the daemon at start-up, removes what
+   * interrupted writes left behind (returns how many). CLI commands running
+   * beside the daemon must not clean: tmp/ then holds its fills in progress.
+   */
+  async init(opts: { cleanTmp: boolean } = { cleanTmp: true }): Promise<number> {
     await fsp.mkdir(this.layout.blobsDir, { recursive: true });
     await fsp.mkdir(this.layout.quarantineDir, { recursive: true });
     await fsp.mkdir(this.layout.tmpDir, { recursive: true });
+    if (!opts.cleanTmp) return 0;
     const leftovers = await fsp.readdir(this.layout.tmpDir);
     await Promise.all(leftovers.map((f) => fsp.rm(path.join(this.layout.tmpDir, f), { force: true, recursive: true })));
     return leftovers.length;
@@ -115,6 +138,25 @@ export class BlobFiles {
 
   async remove(digest: string): Promise<void> {
     await fsp.rm(this.layout.blobPath(digest), { force: true });
+  }
+
+  /** Every blob file on disk: digest and mtime (gc compares them with the index). */
+  async *walk(): AsyncGenerator<{ digest: string; mtimeMs: number; size: number }> {
+    let shards: string[];
+    try {
+      shards = await fsp.readdir(this.layout.blobsDir);
+    } catch {
+      return;
+    }
+    for (const shard of shards.sort()) {
+      if (!/^[a-f0-9]{2}$/.test(shard)) continue;
+      const dir = path.join(this.layout.blobsDir, shard);
+      for (const name of (await fsp.readdir(dir)).sort()) {
+        if (!/^[a-f0-9]{64}$/.test(name) || !name.startsWith(shard)) continue;
+        const st = await fsp.stat(path.join(dir, name)).catch(() => null);
+        if (st?.isFile()) yield { digest: `sha256:${name}`, mtimeMs: st.mtimeMs, size: st.size };
+      }
+    }
   }
 
   async quarantine(digest: string): Promise<string> {

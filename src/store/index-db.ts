@@ -46,7 +46,28 @@ const MIGRATIONS: readonly string[] = [
      digest TEXT NOT NULL,
      PRIMARY KEY (registry, repository, digest)
    ) WITHOUT ROWID;`,
+  // 2: pins (prefetched and imported images, never evicted with all they reference) and
+  // counters the daemon persists so that `berth status` can report them from another process.
+  `CREATE TABLE pins (
+     image TEXT NOT NULL,
+     digest TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (image, digest)
+   ) WITHOUT ROWID;
+   CREATE INDEX pins_digest ON pins (digest);
+   CREATE TABLE counters (
+     name TEXT PRIMARY KEY,
+     value INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE INDEX blobs_lru ON blobs (last_access);
+   CREATE INDEX manifests_lru ON manifests (last_access);`,
 ];
+
+/** Everything pinned: the pinned manifests and, recursively, every digest they reference. */
+const PINNED_CLOSURE = `WITH RECURSIVE keep(d) AS (
+    SELECT digest FROM pins
+    UNION SELECT r.child FROM refs r JOIN keep k ON r.parent = k.d
+  )`;
 
 export interface BlobRow {
   digest: string;
@@ -99,7 +120,9 @@ export class Index {
     touchManifest: Statement<[number, string]>;
     blobStats: Statement<[], { bytes: number; blobs: number }>;
     manifestCount: Statement<[], { n: number }>;
+    bumpCounter: Statement<[string, number]>;
   };
+  private readonly pendingCounters = new Map<string, number>();
 
   constructor(file: string, opts: IndexOptions = {}) {
     this.now = opts.now ?? Date.now;
@@ -130,6 +153,7 @@ export class Index {
       touchManifest: db.prepare('UPDATE manifests SET last_access = ? WHERE digest = ?'),
       blobStats: db.prepare('SELECT COALESCE(SUM(size), 0) AS bytes, COUNT(*) AS blobs FROM blobs'),
       manifestCount: db.prepare('SELECT COUNT(*) AS n FROM manifests'),
+      bumpCounter: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value'),
     };
     if (!opts.readonly) {
       this.flushTimer = setInterval(() => this.flushAccess(), opts.flushIntervalMs ?? 5000);
@@ -219,16 +243,95 @@ export class Index {
     this.pendingAccess.set(digest, this.now());
   }
 
+  /** Adds to a persisted counter; written with the next batch. */
+  bump(name: string, n = 1): void {
+    this.pendingCounters.set(name, (this.pendingCounters.get(name) ?? 0) + n);
+  }
+
   flushAccess(): void {
-    if (this.pendingAccess.size === 0 || !this.db.open) return;
+    if ((this.pendingAccess.size === 0 && this.pendingCounters.size === 0) || !this.db.open) return;
     const batch = [...this.pendingAccess];
+    const counters = [...this.pendingCounters];
     this.pendingAccess.clear();
+    this.pendingCounters.clear();
     this.db.transaction(() => {
       for (const [digest, at] of batch) {
         this.st.touchBlob.run(at, digest);
         this.st.touchManifest.run(at, digest);
       }
+      for (const [name, n] of counters) this.st.bumpCounter.run(name, n);
     })();
+  }
+
+  counters(): Record<string, number> {
+    const rows = this.db.prepare('SELECT name, value FROM counters').all() as { name: string; value: number }[];
+    return Object.fromEntries(rows.map((r) => [r.name, r.value]));
+  }
+
+  // --- pins -------------------------------------------------------------
+
+  /** Pins an image reference to a digest; re-pinning a moved tag releases the old digest. */
+  pin(image: string, digest: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM pins WHERE image = ?').run(image);
+      this.db.prepare('INSERT INTO pins (image, digest, created_at) VALUES (?, ?, ?)').run(image, digest, this.now());
+    })();
+  }
+
+  /** Removes the pins of an image reference (or of a digest). Returns how many. */
+  unpin(imageOrDigest: string): number {
+    return this.db.prepare('DELETE FROM pins WHERE image = ? OR digest = ?').run(imageOrDigest, imageOrDigest).changes;
+  }
+
+  pins(): { image: string; digest: string; created_at: number }[] {
+    return this.db.prepare('SELECT image, digest, created_at FROM pins ORDER BY image').all() as { image: string; digest: string; created_at: number }[];
+  }
+
+  pinnedBytes(): number {
+    const row = this.db.prepare(`${PINNED_CLOSURE} SELECT COALESCE(SUM(b.size), 0) AS bytes FROM blobs b JOIN keep k ON b.digest = k.d`).get() as { bytes: number };
+    return row.bytes;
+  }
+
+  /**
+   * Unpinned blobs and manifests, least recently used first, in pages: what
+   * eviction may take. Blob rows carry their size; manifests their length.
+   */
+  evictionCandidates(limit: number, afterAccess = -1, afterDigest = ''): { kind: 'blob' | 'manifest'; digest: string; size: number; last_access: number }[] {
+    return this.db
+      .prepare(
+        `${PINNED_CLOSURE}
+         SELECT kind, digest, size, last_access FROM (
+           SELECT 'blob' AS kind, digest, size, last_access FROM blobs
+           UNION ALL
+           SELECT 'manifest' AS kind, digest, length(body) AS size, last_access FROM manifests
+         ) c
+         WHERE c.digest NOT IN (SELECT d FROM keep)
+           AND (c.last_access > ? OR (c.last_access = ? AND c.digest > ?))
+         ORDER BY c.last_access, c.digest
+         LIMIT ?`,
+      )
+      .all(afterAccess, afterAccess, afterDigest, limit) as { kind: 'blob' | 'manifest'; digest: string; size: number; last_access: number }[];
+  }
+
+  deleteManifest(digest: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM manifests WHERE digest = ?').run(digest);
+      this.db.prepare('DELETE FROM refs WHERE parent = ?').run(digest);
+      this.db.prepare('DELETE FROM tags WHERE digest = ?').run(digest);
+    })();
+    this.pendingAccess.delete(digest);
+  }
+
+  /** Bytes counted against max_size: blobs on disk plus manifest bodies. */
+  totalBytes(): number {
+    const b = this.st.blobStats.get() ?? { bytes: 0, blobs: 0 };
+    const m = this.db.prepare('SELECT COALESCE(SUM(length(body)), 0) AS bytes FROM manifests').get() as { bytes: number };
+    return b.bytes + m.bytes;
+  }
+
+  /** Every blob row, in pages by digest (verify, gc). */
+  blobPage(afterDigest: string, limit: number): BlobRow[] {
+    return this.db.prepare('SELECT digest, size, created_at, last_access FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?').all(afterDigest, limit) as BlobRow[];
   }
 
   close(): void {

@@ -1,0 +1,193 @@
+/**
+ * `berth import`: loads an OCI image-layout tar into the cache. Every entry
+ * is checked before anything enters the cache: only regular files at layout
+ * paths (no `..`, absolute paths, links or devices), every blob hashed
+ * against its name and sized against its descriptor, every blob an image
+ * needs present. Blobs are staged in tmp/ while the tar streams by and
+ * published only when the whole tar has passed; on any failure nothing from
+ * it is kept.
+ */
+import fs from 'node:fs';
+import type { Readable } from 'node:stream';
+import tar from 'tar-stream';
+import { isIndexMediaType, declaredMediaType, MEDIA_TYPES } from '../oci/mediatypes.js';
+import { parseManifest, manifestChildren, type Descriptor } from '../oci/manifest.js';
+import { parseImageReference, formatImageReference } from '../oci/paths.js';
+import type { BlobWriter } from '../store/blobs.js';
+import type { Runtime } from '../runtime.js';
+import { classifyEntry, REF_NAME } from './layout.js';
+
+export class ImportError extends Error {
+  readonly code = 'IMPORT_REJECTED';
+}
+
+export interface ImportResult {
+  images: { name: string; digest: string; tagged: boolean }[];
+  manifests: number;
+  blobs: number;
+  bytes: number;
+}
+
+const MAX_SMALL_FILE = 4 * 1024 * 1024;
+
+async function readSmall(entry: AsyncIterable<unknown>, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of entry) {
+    n += (c as Buffer).length;
+    if (n > MAX_SMALL_FILE) throw new ImportError(`${what} is larger than ${MAX_SMALL_FILE} bytes`);
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function importArchive(rt: Runtime, input: Readable): Promise<ImportResult> {
+  const staged = new Map<string, { writer: BlobWriter; size: number }>();
+  let layoutSeen = false;
+  let indexJson: Buffer | null = null;
+  const extract = tar.extract();
+  try {
+    const feeding = new Promise<void>((resolve, reject) => {
+      input.once('error', reject);
+      extract.once('error', reject);
+      input.pipe(extract);
+      extract.once('finish', resolve);
+    });
+    feeding.catch(() => undefined);
+    for await (const entry of extract) {
+      const h = entry.header;
+      const c = classifyEntry(h.name);
+      if (c.kind === 'bad') throw new ImportError(`refused: entry ${JSON.stringify(h.name.slice(0, 200))} is ${c.why}`);
+      if (c.kind === 'dir') {
+        if (h.type !== 'directory') throw new ImportError(`refused: entry ${JSON.stringify(h.name)} must be a directory`);
+        entry.resume();
+        continue;
+      }
+      if (h.type !== 'file' && h.type !== 'contiguous-file') {
+        throw new ImportError(`refused: entry ${JSON.stringify(h.name.slice(0, 200))} is a ${h.type ?? 'special file'}, only regular files are accepted`);
+      }
+      if (c.kind === 'layout') {
+        const layout = JSON.parse((await readSmall(entry, 'oci-layout')).toString('utf8')) as { imageLayoutVersion?: unknown };
+        if (typeof layout.imageLayoutVersion !== 'string') throw new ImportError('oci-layout has no imageLayoutVersion');
+        layoutSeen = true;
+      } else if (c.kind === 'index') {
+        indexJson = await readSmall(entry, 'index.json');
+      } else if (staged.has(c.digest)) {
+        entry.resume();
+      } else {
+        const writer = await rt.files.createWriter(c.digest);
+        staged.set(c.digest, { writer, size: h.size ?? 0 });
+        for await (const chunk of entry) await writer.write(chunk as Buffer);
+        try {
+          await writer.verify(h.size ?? undefined);
+        } catch {
+          throw new ImportError(`blob ${c.digest} does not match its digest (corrupt or truncated archive)`);
+        }
+      }
+    }
+    await feeding;
+    if (!layoutSeen) throw new ImportError('not an OCI image layout: no oci-layout file');
+    if (!indexJson) throw new ImportError('not an OCI image layout: no index.json');
+    return await publish(rt, indexJson, staged);
+  } catch (err) {
+    await Promise.all([...staged.values()].map((s) => s.writer.abort()));
+    if (err instanceof ImportError) throw err;
+    const msg = err instanceof Error ? err.message : String(err);
+    throw new ImportError(/unexpected end|truncated|size mismatch/i.test(msg) ? `the archive is truncated (${msg})` : `the archive could not be read: ${msg}`);
+  }
+}
+
+function safeParse(name: string): ReturnType<typeof parseImageReference> | undefined {
+  try {
+    return parseImageReference(name);
+  } catch {
+    return undefined;
+  }
+}
+
+interface Planned {
+  manifests: Map<string, { mediaType: string; body: Buffer }>;
+  blobs: Set<string>;
+}
+
+/** Walks the images index.json names, checking every reference is present and sized right. */
+function plan(indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): { planned: Planned; roots: { desc: Descriptor; name: string | undefined }[] } {
+  let index: { manifests?: unknown };
+  try {
+    index = JSON.parse(indexJson.toString('utf8')) as { manifests?: unknown };
+  } catch {
+    throw new ImportError('index.json is not JSON');
+  }
+  const roots = parseManifest(indexJson).manifests.map((desc, i) => {
+    const raw = (Array.isArray(index.manifests) ? (index.manifests[i] as { annotations?: Record<string, unknown> }) : undefined)?.annotations?.[REF_NAME];
+    return { desc, name: typeof raw === 'string' ? raw : undefined };
+  });
+  if (roots.length === 0) throw new ImportError('index.json names no image');
+  const planned: Planned = { manifests: new Map(), blobs: new Set() };
+  const need = (d: Descriptor, what: string): { writer: BlobWriter; size: number } => {
+    const s = staged.get(d.digest);
+    if (!s) throw new ImportError(`${what} ${d.digest} is missing from the archive`);
+    if (d.size !== undefined && d.size !== s.size) throw new ImportError(`${what} ${d.digest} is ${s.size} bytes, its descriptor says ${d.size}`);
+    return s;
+  };
+  const walk = (d: Descriptor, depth: number, optional: boolean): void => {
+    if (planned.manifests.has(d.digest)) return;
+    if (depth > 4) throw new ImportError('indexes nested too deep');
+    if (optional && !staged.has(d.digest)) return; // a platform the exporter left out
+    const s = need(d, 'manifest');
+    const body = fs.readFileSync(s.writer.tempPath);
+    const mediaType = d.mediaType ?? declaredMediaType(body) ?? MEDIA_TYPES.ociManifest;
+    planned.manifests.set(d.digest, { mediaType, body });
+    const parsed = parseManifest(body);
+    if (isIndexMediaType(mediaType)) {
+      const present = parsed.manifests.filter((c) => staged.has(c.digest));
+      if (present.length === 0) throw new ImportError(`index ${d.digest} has none of its manifests in the archive`);
+      for (const child of parsed.manifests) walk(child, depth + 1, true);
+    } else {
+      for (const b of parsed.blobs) {
+        need(b, 'blob');
+        planned.blobs.add(b.digest);
+      }
+    }
+  };
+  for (const r of roots) walk(r.desc, 0, false);
+  return { planned, roots };
+}
+
+async function publish(rt: Runtime, indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): Promise<ImportResult> {
+  const { planned, roots } = plan(indexJson, staged);
+  const result: ImportResult = { images: [], manifests: 0, blobs: 0, bytes: 0 };
+  for (const digest of planned.blobs) {
+    const s = staged.get(digest)!;
+    await s.writer.publish();
+    rt.index.putBlob(digest, s.size);
+    result.blobs++;
+    result.bytes += s.size;
+  }
+  for (const [digest, m] of planned.manifests) {
+    rt.index.putManifest(digest, m.mediaType, m.body, manifestChildren(m.body));
+    result.manifests++;
+    result.bytes += m.body.length;
+  }
+  // Manifests live in the index; their staged files and unreferenced extras are dropped.
+  for (const [digest, s] of staged) if (!planned.blobs.has(digest)) await s.writer.abort();
+  for (const r of roots) {
+    // skopeo writes whatever name it was given: only a full reference ("docker.io/x/y:1")
+    // says which repository the image belongs to; a bare "1.27" does not.
+    const ref = r.name && /[/:@]/.test(r.name) ? safeParse(r.name) : undefined;
+    let name: string = r.desc.digest;
+    let tagged = false;
+    if (ref) {
+      if (ref.tag) {
+        const top = planned.manifests.get(r.desc.digest)!;
+        rt.index.putTag(ref.registry, ref.repository, ref.tag, { digest: r.desc.digest, media_type: top.mediaType, size: top.body.length, fetched_at: Date.now() });
+        tagged = true;
+      }
+      for (const d of [...planned.manifests.keys(), ...planned.blobs]) rt.index.link(ref.registry, ref.repository, d);
+      name = formatImageReference({ registry: ref.registry, repository: ref.repository, ...(ref.tag ? { tag: ref.tag } : { digest: r.desc.digest }) });
+    }
+    rt.index.pin(name, r.desc.digest);
+    result.images.push({ name, digest: r.desc.digest, tagged });
+  }
+  return result;
+}

@@ -1,0 +1,106 @@
+/**
+ * Keeps the cache under max_size by least-recent use (last access, not
+ * fetch time). Pinned content and everything a pinned manifest references is
+ * never a candidate (the index computes that closure); a blob a client is
+ * reading is skipped. Eviction starts when the cache passes max_size and
+ * goes down to the low watermark, so that one fill does not trigger one
+ * eviction each.
+ *
+ * Order of removal: the index row first (no new reader can find the blob),
+ * then the file. A crash between the two leaves a file without a row, which
+ * `gc` removes; never a row without a file.
+ */
+import type { Logger } from 'pino';
+import type { Index } from '../store/index-db.js';
+import type { BlobFiles } from '../store/blobs.js';
+import type { Metrics } from '../metrics/metrics.js';
+
+export const LOW_WATERMARK = 0.9;
+
+export interface EvictionResult {
+  before: number;
+  after: number;
+  evictedBlobs: number;
+  evictedManifests: number;
+  freedBytes: number;
+  /** Bytes over target that eviction could not free (pinned or busy). */
+  shortBy: number;
+}
+
+export class Evictor {
+  private running: Promise<EvictionResult> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly index: Index,
+    private readonly files: BlobFiles,
+    private readonly logger: Logger,
+    private readonly opts: { maxBytes: number; isBusy?: (digest: string) => boolean; metrics?: Metrics },
+  ) {}
+
+  /** Evicts now if over max_size (coalesced: one run at a time). */
+  async maybeEvict(): Promise<EvictionResult | null> {
+    if (this.running) return this.running;
+    const total = this.index.totalBytes();
+    if (total <= this.opts.maxBytes) return null;
+    return this.evictTo(Math.floor(this.opts.maxBytes * LOW_WATERMARK));
+  }
+
+  /** Debounced trigger for the hot path (after a fill commits). */
+  schedule(delayMs = 500): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.maybeEvict().catch((err: unknown) => this.logger.error({ err }, 'eviction failed'));
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  evictTo(targetBytes: number): Promise<EvictionResult> {
+    this.running ??= this.run(targetBytes).finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async run(target: number): Promise<EvictionResult> {
+    // Access times wait in memory for their batch: rank by the real ones.
+    this.index.flushAccess();
+    const before = this.index.totalBytes();
+    let total = before;
+    const result: EvictionResult = { before, after: before, evictedBlobs: 0, evictedManifests: 0, freedBytes: 0, shortBy: 0 };
+    let cursor = { access: -1, digest: '' };
+    while (total > target) {
+      const page = this.index.evictionCandidates(200, cursor.access, cursor.digest);
+      if (page.length === 0) break;
+      for (const c of page) {
+        cursor = { access: c.last_access, digest: c.digest };
+        if (total <= target) break;
+        if (c.kind === 'blob') {
+          if (this.opts.isBusy?.(c.digest)) continue;
+          this.index.deleteBlob(c.digest);
+          await this.files.remove(c.digest);
+          result.evictedBlobs++;
+          this.opts.metrics?.evictions.inc();
+        } else {
+          this.index.deleteManifest(c.digest);
+          result.evictedManifests++;
+        }
+        total -= c.size;
+        result.freedBytes += c.size;
+      }
+    }
+    result.after = this.index.totalBytes();
+    result.shortBy = Math.max(0, result.after - target);
+    if (result.evictedBlobs + result.evictedManifests > 0) {
+      this.logger.info({ ...result, target }, 'evicted least recently used content');
+    }
+    if (result.shortBy > 0) this.logger.warn({ shortBy: result.shortBy, target }, 'cache stays over its target: the rest is pinned or being read');
+    return result;
+  }
+}

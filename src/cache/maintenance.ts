@@ -1,0 +1,95 @@
+/**
+ * `berth gc` and `berth verify`: batch scans of the whole cache, in pages,
+ * safe to run beside a live daemon.
+ */
+import { sha256 } from '../oci/digest.js';
+import type { Runtime } from '../runtime.js';
+import type { EvictionResult } from './evict.js';
+
+/** A fill in a running daemon renames its file a moment before it indexes it: leave young files alone. */
+const ORPHAN_MIN_AGE_MS = 60_000;
+
+export interface GcResult {
+  eviction: EvictionResult | null;
+  orphanFilesRemoved: number;
+  orphanBytesRemoved: number;
+  missingRowsDropped: number;
+}
+
+export async function collectGarbage(rt: Runtime, now = Date.now()): Promise<GcResult> {
+  const { index, files } = rt;
+  const result: GcResult = { eviction: null, orphanFilesRemoved: 0, orphanBytesRemoved: 0, missingRowsDropped: 0 };
+  for await (const f of files.walk()) {
+    if (index.getBlob(f.digest) || now - f.mtimeMs < ORPHAN_MIN_AGE_MS) continue;
+    await files.remove(f.digest);
+    result.orphanFilesRemoved++;
+    result.orphanBytesRemoved += f.size;
+  }
+  let after = '';
+  for (;;) {
+    const page = index.blobPage(after, 500);
+    if (page.length === 0) break;
+    for (const row of page) {
+      if (files.sizeOnDisk(row.digest) === null) {
+        index.deleteBlob(row.digest);
+        result.missingRowsDropped++;
+      }
+    }
+    after = page[page.length - 1]!.digest;
+  }
+  result.eviction = await rt.evictor.maybeEvict();
+  return result;
+}
+
+export interface VerifyResult {
+  blobsChecked: number;
+  bytesChecked: number;
+  manifestsChecked: number;
+  /** Blobs whose bytes did not hash to their digest: moved to quarantine/ and dropped from the index. */
+  corrupt: { digest: string; quarantinedAt: string }[];
+  /** Indexed blobs with no file (or the wrong size): dropped from the index. */
+  missing: string[];
+  corruptManifests: string[];
+}
+
+export async function verifyCache(rt: Runtime, onProgress?: (done: number, total: number) => void): Promise<VerifyResult> {
+  const { index, files, logger } = rt;
+  const result: VerifyResult = { blobsChecked: 0, bytesChecked: 0, manifestsChecked: 0, corrupt: [], missing: [], corruptManifests: [] };
+  const total = index.stats().blobs;
+  let after = '';
+  for (;;) {
+    const page = index.blobPage(after, 200);
+    if (page.length === 0) break;
+    for (const row of page) {
+      after = row.digest;
+      const onDisk = files.sizeOnDisk(row.digest);
+      if (onDisk === null) {
+        index.deleteBlob(row.digest);
+        result.missing.push(row.digest);
+        continue;
+      }
+      const h = await files.hash(row.digest);
+      result.blobsChecked++;
+      result.bytesChecked += h.size;
+      if (h.digest !== row.digest || h.size !== row.size) {
+        index.deleteBlob(row.digest);
+        const dest = await files.quarantine(row.digest);
+        result.corrupt.push({ digest: row.digest, quarantinedAt: dest });
+        logger.error({ digest: row.digest, actual: h.digest, size: h.size, expectedSize: row.size, quarantine: dest }, 'cached blob does not match its digest; quarantined');
+      }
+      onProgress?.(result.blobsChecked + result.missing.length + result.corrupt.length, total);
+    }
+  }
+  const manifests = index.db.prepare('SELECT digest, body FROM manifests').iterate() as IterableIterator<{ digest: string; body: Buffer }>;
+  const bad: string[] = [];
+  for (const m of manifests) {
+    result.manifestsChecked++;
+    if (sha256(m.body) !== m.digest) bad.push(m.digest);
+  }
+  for (const d of bad) {
+    index.deleteManifest(d);
+    result.corruptManifests.push(d);
+    logger.error({ digest: d }, 'cached manifest does not match its digest; dropped');
+  }
+  return result;
+}

@@ -1,0 +1,130 @@
+/**
+ * Prefetch: fills the cache with whole images (every manifest and blob of the
+ * chosen platforms) before they are needed, and pins them so eviction keeps
+ * them. It goes through the same mirror as a pull, so what it stores is
+ * exactly what containerd will ask for.
+ */
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import { formatImageReference, parseImageReference, type ImageReference } from '../oci/paths.js';
+import { isIndexMediaType } from '../oci/mediatypes.js';
+import { parseManifest } from '../oci/manifest.js';
+import { formatPlatform, platformMatches, type Platform } from '../oci/platform.js';
+import type { Index } from '../store/index-db.js';
+import type { Mirror } from './mirror.js';
+
+export interface PrefetchOptions {
+  platforms: Platform[];
+  allPlatforms: boolean;
+  /** Parallel blob transfers. */
+  concurrency: number;
+  pin: boolean;
+  onProgress?: (p: PrefetchProgress) => void;
+}
+
+export interface PrefetchProgress {
+  image: string;
+  blobsDone: number;
+  blobsTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+  fetchedBytes: number;
+}
+
+export interface PrefetchResult {
+  image: string;
+  digest: string;
+  manifests: number;
+  blobs: number;
+  bytes: number;
+  /** Bytes that crossed the WAN (the rest was cached already). */
+  fetchedBytes: number;
+  platforms: string[];
+}
+
+/** The manifests and blobs an image consists of, for the chosen platforms. */
+export interface ImageContents {
+  ref: ImageReference;
+  digest: string;
+  mediaType: string;
+  manifests: { digest: string; mediaType: string; size: number }[];
+  blobs: { digest: string; size: number }[];
+  platforms: string[];
+}
+
+/**
+ * Resolves an image through the mirror (fetching manifests as needed) into
+ * its manifests and blobs, choosing platforms from an index.
+ */
+export async function resolveImage(mirror: Mirror, image: string, o: { platforms: Platform[]; allPlatforms: boolean }): Promise<ImageContents> {
+  const ref = parseImageReference(image);
+  const target = { ns: ref.registry, name: ref.repository };
+  const reference = ref.digest ?? ref.tag ?? 'latest';
+  const top = await mirror.manifest(target, reference, { byDigest: reference.startsWith('sha256:'), head: false, accept: undefined });
+  if (!top.body) throw new Error(`no manifest body for ${image}`);
+  const out: ImageContents = { ref, digest: top.digest, mediaType: top.mediaType, manifests: [{ digest: top.digest, mediaType: top.mediaType, size: top.size }], blobs: [], platforms: [] };
+  let images: { digest: string; body: Buffer; platform: string }[];
+  if (isIndexMediaType(top.mediaType)) {
+    const entries = parseManifest(top.body).manifests.filter((d) => o.allPlatforms || o.platforms.some((p) => platformMatches(d, p)));
+    if (entries.length === 0) {
+      const offered = parseManifest(top.body).manifests.map((d) => formatPlatform(d.platform));
+      throw new Error(`${image} has no manifest for ${o.platforms.map(formatPlatform).join(', ')} (it offers ${offered.join(', ') || 'none'})`);
+    }
+    images = [];
+    for (const e of entries) {
+      const m = await mirror.manifest(target, e.digest, { byDigest: true, head: false, accept: undefined });
+      out.manifests.push({ digest: m.digest, mediaType: m.mediaType, size: m.size });
+      images.push({ digest: m.digest, body: m.body ?? Buffer.alloc(0), platform: formatPlatform(e.platform) });
+    }
+  } else {
+    images = [{ digest: top.digest, body: top.body, platform: 'single' }];
+  }
+  const seen = new Set<string>();
+  for (const img of images) {
+    out.platforms.push(img.platform);
+    for (const b of parseManifest(img.body).blobs) {
+      if (seen.has(b.digest)) continue;
+      seen.add(b.digest);
+      out.blobs.push({ digest: b.digest, size: b.size ?? 0 });
+    }
+  }
+  return out;
+}
+
+export async function prefetchImage(mirror: Mirror, index: Index, logger: Logger, image: string, o: PrefetchOptions): Promise<PrefetchResult> {
+  const contents = await resolveImage(mirror, image, o);
+  const name = formatImageReference(contents.ref);
+  const progress: PrefetchProgress = {
+    image: name,
+    blobsDone: 0,
+    blobsTotal: contents.blobs.length,
+    bytesDone: 0,
+    bytesTotal: contents.blobs.reduce((a, b) => a + b.size, 0),
+    fetchedBytes: 0,
+  };
+  o.onProgress?.({ ...progress });
+  const queue = new PQueue({ concurrency: Math.max(1, o.concurrency) });
+  const target = { ns: contents.ref.registry, name: contents.ref.repository };
+  await Promise.all(
+    contents.blobs.map((b) =>
+      queue.add(async () => {
+        const r = await mirror.blobs.ensure({ client: mirror.upstreams.resolve(target.ns), repository: contents.ref.repository, digest: b.digest });
+        progress.blobsDone++;
+        progress.bytesDone += r.size;
+        if (r.fetched) progress.fetchedBytes += r.size;
+        o.onProgress?.({ ...progress });
+      }),
+    ),
+  );
+  if (o.pin) index.pin(name, contents.digest);
+  logger.info({ image: name, digest: contents.digest, blobs: contents.blobs.length, bytes: progress.bytesDone, fetched: progress.fetchedBytes, pinned: o.pin }, 'prefetched');
+  return {
+    image: name,
+    digest: contents.digest,
+    manifests: contents.manifests.length,
+    blobs: contents.blobs.length,
+    bytes: progress.bytesDone,
+    fetchedBytes: progress.fetchedBytes,
+    platforms: contents.platforms,
+  };
+}

@@ -1,0 +1,101 @@
+import type { Command } from './command.js';
+import { EXIT, out } from './command.js';
+import { COMMON_FLAGS, configFrom, parse, withRuntime } from './common.js';
+import { formatDuration, formatSize } from '../config/units.js';
+import type { Runtime } from '../runtime.js';
+
+export interface StatusReport {
+  daemon: { url: string; running: boolean };
+  cache: { dir: string; bytes: number; maxBytes: number; usePercent: number; blobs: number; manifests: number; pinnedImages: number; pinnedBytes: number };
+  hits: { requests: number; hitRatio: number | null; byteHitRatio: number | null; staleAnswers: number; counters: Record<string, number> };
+  upstreams: { registry: string; url: string; reachable: boolean; error?: string; skipVerify: boolean }[];
+  policy: { configured: boolean; snapshotAgeMs: number | null };
+}
+
+async function daemonRunning(listen: string): Promise<boolean> {
+  try {
+    const res = await fetch(`http://${listen}/readyz`, { signal: AbortSignal.timeout(2000) });
+    await res.body?.cancel();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+export async function buildStatus(rt: Runtime): Promise<StatusReport> {
+  const { config, index } = rt;
+  const stats = index.stats();
+  const bytes = index.totalBytes();
+  const c = index.counters();
+  const get = (k: string) => c[k] ?? 0;
+  const hits = get('manifest_hit') + get('blob_hit') + get('manifest_stale');
+  const requests = hits + get('manifest_miss') + get('blob_miss') + get('blob_coalesced');
+  const fromCache = get('served_bytes_cache');
+  const served = fromCache + get('served_bytes_upstream');
+  const upstreams = await Promise.all(
+    rt.upstreams.all().map(async (client) => {
+      const u = config.upstreams.find((x) => x.registry === client.registry)!;
+      try {
+        const ok = await client.ping({ signal: AbortSignal.timeout(5000) });
+        return { registry: u.registry, url: u.url, reachable: ok, skipVerify: u.skipVerify, ...(ok ? {} : { error: 'answered, but not as a registry' }) };
+      } catch (e) {
+        return { registry: u.registry, url: u.url, reachable: false, skipVerify: u.skipVerify, error: e instanceof Error ? e.message : String(e) };
+      }
+    }),
+  );
+  return {
+    daemon: { url: `http://${config.server.listen}`, running: await daemonRunning(config.server.listen) },
+    cache: {
+      dir: rt.layout.root,
+      bytes,
+      maxBytes: config.cache.maxSizeBytes,
+      usePercent: config.cache.maxSizeBytes > 0 ? Math.round((bytes / config.cache.maxSizeBytes) * 1000) / 10 : 0,
+      blobs: stats.blobs,
+      manifests: stats.manifests,
+      pinnedImages: index.pins().length,
+      pinnedBytes: index.pinnedBytes(),
+    },
+    hits: { requests, hitRatio: requests > 0 ? hits / requests : null, byteHitRatio: served > 0 ? fromCache / served : null, staleAnswers: get('manifest_stale'), counters: c },
+    upstreams,
+    policy: { configured: config.harbor !== null, snapshotAgeMs: null },
+  };
+}
+
+const pct = (x: number | null) => (x === null ? 'n/a' : `${(x * 100).toFixed(1)}%`);
+
+export const statusCommand: Command = {
+  name: 'status',
+  summary: 'cache size and use, hit ratio, upstream reachability, policy age',
+  help: `Usage: berth status [--json]
+
+Reports the cache (bytes against max_size, blobs, manifests, pinned images
+and bytes), the hit ratio since the cache was created (requests answered
+from the cache, and bytes served from it rather than the WAN), whether the
+daemon answers on [server] listen, each upstream's reachability (a /v2/
+ping, 5 s at most), and the Harbor policy snapshot's age when [harbor] is
+configured. Exit 0 unless the report could not be made.
+
+Options:
+  --json          machine-readable output
+  --config FILE   configuration file
+  -h, --help      show this help
+`,
+  async run(argv) {
+    const { values } = parse(argv, COMMON_FLAGS);
+    const config = configFrom(values.config);
+    return withRuntime(config, values.verbose === true, async (rt) => {
+      const s = await buildStatus(rt);
+      if (values.json) {
+        out(JSON.stringify(s, null, 2));
+        return EXIT.ok;
+      }
+      out(`daemon      ${s.daemon.running ? 'running' : 'not answering'} at ${s.daemon.url}`);
+      out(`cache       ${formatSize(s.cache.bytes)} of ${formatSize(s.cache.maxBytes)} (${s.cache.usePercent}%) in ${s.cache.dir}`);
+      out(`            ${s.cache.blobs} blobs, ${s.cache.manifests} manifests; ${s.cache.pinnedImages} pinned images holding ${formatSize(s.cache.pinnedBytes)}`);
+      out(`hits        ${pct(s.hits.hitRatio)} of ${s.hits.requests} requests; ${pct(s.hits.byteHitRatio)} of blob bytes served from the cache; ${s.hits.staleAnswers} stale answers`);
+      for (const u of s.upstreams) out(`upstream    ${u.registry} (${u.url}): ${u.reachable ? 'reachable' : `UNREACHABLE: ${u.error ?? ''}`}${u.skipVerify ? '  [TLS verification off]' : ''}`);
+      out(`policy      ${s.policy.configured ? (s.policy.snapshotAgeMs === null ? 'no snapshot yet' : `snapshot ${formatDuration(s.policy.snapshotAgeMs)} old`) : 'no [harbor] configured'}`);
+      return EXIT.ok;
+    });
+  },
+};

@@ -1,0 +1,96 @@
+/**
+ * What the daemon and every CLI command that touches the cache share: the
+ * store, the upstream clients, the mirror and the evictor, built from a
+ * Config. CLI commands run beside a live daemon on the same cache (SQLite
+ * WAL takes care of the index), so only the daemon cleans tmp/ at start.
+ */
+import type { Logger } from 'pino';
+import type { Config } from './config/types.js';
+import { Layout } from './store/layout.js';
+import { BlobFiles } from './store/blobs.js';
+import { Index } from './store/index-db.js';
+import { Metrics } from './metrics/metrics.js';
+import { Upstreams } from './cache/upstreams.js';
+import { Mirror } from './cache/mirror.js';
+import { Evictor } from './cache/evict.js';
+import { createRegistryClient } from './upstream/client.js';
+import type { RegistryClient } from './upstream/types.js';
+
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  layout: Layout;
+  files: BlobFiles;
+  index: Index;
+  metrics: Metrics;
+  upstreams: Upstreams;
+  mirror: Mirror;
+  evictor: Evictor;
+  close(): Promise<void>;
+}
+
+export function createUpstreamClients(config: Config, logger: Logger, metrics?: Metrics): RegistryClient[] {
+  return config.upstreams.map((u) => {
+    const opts: Parameters<typeof createRegistryClient>[0] = {
+      registry: u.registry,
+      url: u.url,
+      timeouts: u.timeouts,
+      skipVerify: u.skipVerify,
+      logger: logger.child({ upstream: u.registry }),
+    };
+    if (metrics) {
+      opts.observer = (e) => {
+        metrics.upstreamRequests.inc({ upstream: e.registry, kind: e.kind, code: String(e.status) });
+        metrics.upstreamDuration.observe({ upstream: e.registry, kind: e.kind }, e.durationMs / 1000);
+        metrics.upstreamUp.set({ upstream: e.registry }, e.status === 'error' || (typeof e.status === 'number' && e.status >= 500) ? 0 : 1);
+      };
+    }
+    if (u.username !== undefined) opts.username = u.username;
+    if (u.password !== undefined) opts.password = u.password;
+    if (u.caFile !== undefined) opts.caFile = u.caFile;
+    return createRegistryClient(opts);
+  });
+}
+
+export async function openRuntime(config: Config, logger: Logger, opts: { daemon: boolean }): Promise<Runtime> {
+  const layout = new Layout(config.cache.dir);
+  const files = new BlobFiles(layout);
+  const removed = await files.init({ cleanTmp: opts.daemon });
+  if (removed > 0) logger.info({ removed }, 'removed leftovers of interrupted writes');
+  const index = new Index(layout.indexFile);
+  const metrics = new Metrics({ cacheStats: () => index.stats(), defaultMetrics: opts.daemon });
+  if (opts.daemon) {
+    for (const u of config.upstreams) if (u.skipVerify) logger.warn({ upstream: u.registry }, 'TLS verification is OFF for this upstream (skip_verify)');
+  }
+  const upstreams = new Upstreams(createUpstreamClients(config, logger, metrics));
+  const mirror = new Mirror({
+    index,
+    files,
+    upstreams,
+    metrics,
+    logger,
+    tagTtlMs: config.cache.tagTtlMs,
+    serveStale: config.cache.serveStale,
+  });
+  const evictor = new Evictor(index, files, logger, { maxBytes: config.cache.maxSizeBytes, isBusy: (d) => mirror.blobs.isBusy(d), metrics });
+  mirror.blobs.onCommitted = () => evictor.schedule();
+  let closed = false;
+  return {
+    config,
+    logger,
+    layout,
+    files,
+    index,
+    metrics,
+    upstreams,
+    mirror,
+    evictor,
+    async close() {
+      if (closed) return;
+      closed = true;
+      evictor.stop();
+      await upstreams.close();
+      index.close();
+    },
+  };
+}
