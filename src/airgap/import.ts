@@ -46,10 +46,21 @@ export async function importArchive(rt: Runtime, input: Readable): Promise<Impor
   let layoutSeen = false;
   let indexJson: Buffer | null = null;
   const extract = tar.extract();
+  // The iterator only says "Stream was destroyed"; the cause arrives as an error event.
+  let cause: Error | null = null;
+  const noteCause = (e: Error) => {
+    cause ??= e;
+  };
   try {
     const feeding = new Promise<void>((resolve, reject) => {
-      input.once('error', reject);
-      extract.once('error', reject);
+      input.once('error', (e) => {
+        noteCause(e);
+        reject(e);
+      });
+      extract.once('error', (e) => {
+        noteCause(e);
+        reject(e);
+      });
       input.pipe(extract);
       extract.once('finish', resolve);
     });
@@ -92,8 +103,9 @@ export async function importArchive(rt: Runtime, input: Readable): Promise<Impor
   } catch (err) {
     await Promise.all([...staged.values()].map((s) => s.writer.abort()));
     if (err instanceof ImportError) throw err;
-    const msg = err instanceof Error ? err.message : String(err);
-    throw new ImportError(/unexpected end|truncated|size mismatch/i.test(msg) ? `the archive is truncated (${msg})` : `the archive could not be read: ${msg}`);
+    const root: unknown = cause ?? err;
+    const msg = root instanceof Error ? root.message : String(root);
+    throw new ImportError(/unexpected end|truncated|size mismatch|premature/i.test(msg) ? `the archive is truncated (${msg})` : `the archive could not be read: ${msg}`);
   }
 }
 

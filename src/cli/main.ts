@@ -8,13 +8,15 @@ import { EXIT, UsageError, err, out, type Command } from './command.js';
 import { ConfigError } from './common.js';
 import { serveCommand } from './serve.js';
 import { configCommand } from './config-cmd.js';
+import { configureCommand } from './configure.js';
+import { doctorCommand } from './doctor.js';
 import { prefetchCommand } from './prefetch.js';
 import { exportCommand } from './export-cmd.js';
 import { importCommand } from './import-cmd.js';
 import { gcCommand, verifyCommand, unpinCommand } from './maintenance-cmds.js';
 import { statusCommand } from './status.js';
 
-const COMMANDS: Command[] = [serveCommand, configCommand, prefetchCommand, exportCommand, importCommand, statusCommand, verifyCommand, gcCommand, unpinCommand];
+const COMMANDS: Command[] = [serveCommand, configCommand, prefetchCommand, exportCommand, importCommand, statusCommand, verifyCommand, gcCommand, unpinCommand, configureCommand, doctorCommand];
 
 function version(): string {
   const require = createRequire(import.meta.url);

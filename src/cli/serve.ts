@@ -3,6 +3,7 @@ import { EXIT } from './command.js';
 import { CONFIG_FLAG, configFrom, parse } from './common.js';
 import { createLogger } from '../log.js';
 import { startDaemon } from '../daemon.js';
+import { notifyReady } from '../host/notify.js';
 
 export const serveCommand: Command = {
   name: 'serve',
@@ -24,6 +25,7 @@ Options:
     const config = configFrom(values.config);
     const logger = createLogger(config.log.level);
     const daemon = await startDaemon(config, logger);
+    void notifyReady(logger, { status: `serving on ${daemon.url}` });
     await new Promise<void>((resolve) => {
       const onSignal = (signal: NodeJS.Signals) => {
         logger.info({ signal }, 'signal received');

@@ -19,7 +19,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { isManaged, mergeBerth, parseHostsToml, renderHostsToml, type HostsDoc } from './hosts-toml.js';
+import { isManaged, mergeBerth, parseHostsToml, renderHostsToml, sameUrl, type HostsDoc } from './hosts-toml.js';
 import { registryDirName } from './targets.js';
 
 export const HOSTS_FILE = 'hosts.toml';
@@ -71,7 +71,13 @@ async function readOrNull(file: string): Promise<string | null> {
 }
 
 async function exists(file: string): Promise<boolean> {
-  return (await readOrNull(file).catch(() => '')) !== null;
+  try {
+    await fs.lstat(file);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
 }
 
 function paths(hostsDir: string, registry: string) {
@@ -84,8 +90,7 @@ function paths(hostsDir: string, registry: string) {
 async function baseDoc(p: ReturnType<typeof paths>, before: string | null, opts: ConfigureOptions): Promise<HostsDoc | null> {
   if (before === null) return null;
   const current = parseHostsToml(before, p.file);
-  const wasNoFallback = isManaged(before) && current.server !== undefined && mergeBerth(current, { ...opts, noFallback: true, fallbackServer: undefined }).doc.server === current.server;
-  if (!opts.noFallback && wasNoFallback) {
+  if (!opts.noFallback && current.server !== undefined && sameUrl(current.server, opts.berthUrl)) {
     const original = await readOrNull(p.backup);
     if (original !== null) return parseHostsToml(original, p.backup);
   }
