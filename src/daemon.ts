@@ -12,6 +12,8 @@ import type { Metrics } from './metrics/metrics.js';
 import type { Mirror } from './cache/mirror.js';
 import { createApp } from './http/app.js';
 import { openRuntime } from './runtime.js';
+import { schedulePrefetch } from './cache/prefetch.js';
+import { hostPlatform, parsePlatform } from './oci/platform.js';
 
 export interface Daemon {
   url: string;
@@ -52,11 +54,19 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   logger.info({ url, cacheDir: layout.root, upstreams: config.upstreams.map((u) => u.registry) }, 'berth is serving');
   // Over max_size already (max_size lowered, or a cache carried over): trim in the background.
   rt.evictor.schedule(0);
+  const prefetch = schedulePrefetch(
+    mirror,
+    index,
+    logger,
+    config.prefetch.map((p) => ({ image: p.image, platforms: p.platforms.length > 0 ? p.platforms.map(parsePlatform) : [hostPlatform()] })),
+    config.cache.prefetchIntervalMs,
+  );
 
   let stopping: Promise<void> | null = null;
   const stop = (drainMs = config.server.drainTimeoutMs): Promise<void> => {
     stopping ??= (async () => {
       logger.info({ fills: mirror.blobs.fills.size, drainMs }, 'stopping: draining transfers');
+      prefetch.stop();
       const closed = new Promise<void>((res) => server.close(() => res()));
       await mirror.drain(drainMs);
       // Idle keep-alive sockets would hold close() open; responses still streaming get drainMs.

@@ -128,3 +128,44 @@ export async function prefetchImage(mirror: Mirror, index: Index, logger: Logger
     platforms: contents.platforms,
   };
 }
+
+/**
+ * The daemon's own prefetch runs: the [[prefetch]] list at start-up and then
+ * every interval, one run at a time, so a site fills (and refreshes moved
+ * tags of) what it must have before the link goes down.
+ */
+export function schedulePrefetch(
+  mirror: Mirror,
+  index: Index,
+  logger: Logger,
+  list: readonly { image: string; platforms: Platform[] }[],
+  intervalMs: number,
+): { stop(): void; runNow(): Promise<void> } {
+  const queue = new PQueue({ concurrency: 1 });
+  let timer: NodeJS.Timeout | null = null;
+  let stopped = false;
+  const runOnce = async () => {
+    for (const item of list) {
+      if (stopped) return;
+      try {
+        await prefetchImage(mirror, index, logger, item.image, { platforms: item.platforms, allPlatforms: false, concurrency: 2, pin: true });
+      } catch (err) {
+        logger.warn({ image: item.image, err: err instanceof Error ? err.message : String(err) }, 'scheduled prefetch failed; will try again next run');
+      }
+    }
+  };
+  const runNow = () => (queue.size > 0 ? queue.onIdle() : queue.add(runOnce));
+  if (list.length > 0 && intervalMs > 0) {
+    void runNow();
+    timer = setInterval(() => void runNow(), intervalMs);
+    timer.unref();
+  }
+  return {
+    stop() {
+      stopped = true;
+      if (timer) clearInterval(timer);
+      queue.clear();
+    },
+    runNow,
+  };
+}

@@ -63,6 +63,8 @@ export interface Config {
     maxSizeBytes: number;
     tagTtlMs: number;
     serveStale: boolean;
+    /** How often the daemon runs the [[prefetch]] list (0: never, only `berth prefetch`). */
+    prefetchIntervalMs: number;
   };
   log: {
     level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';

@@ -178,8 +178,11 @@ export async function syncPolicies(client: HarborClient, opts: SyncOptions): Pro
     ),
   );
   for (const [key, facts] of Object.entries(artifacts)) {
+    // Being a signature is a property of the (content-addressed) manifest, so
+    // it sticks even when this sync could not re-read the subject that lists it.
+    const signature = signatureDigests.has(facts.digest) || previous?.artifacts[key]?.isSignature === true;
     // A copy: kept entries are shared with the previous snapshot.
-    if (!facts.isSignature && signatureDigests.has(facts.digest)) artifacts[key] = { ...facts, isSignature: true };
+    if (!facts.isSignature && signature) artifacts[key] = { ...facts, isSignature: true };
   }
 
   const snapshot: PolicySnapshot = { syncedAt: opts.now, systemAllowlist: system, projects, artifacts, projectSyncedAt };

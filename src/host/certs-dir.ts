@@ -8,6 +8,8 @@
  *   hosts.toml.berth-created   a marker: there was no hosts.toml before berth;
  *                              its content says whether berth made the directory too
  *
+ * and `<dir>/.berth-created` when berth had to create the hosts directory itself.
+ *
  * containerd only reads `hosts.toml` (and certificate files when there is no
  * hosts.toml), so these siblings are inert. `--undo` renames the backup back
  * over hosts.toml (the original inode returns) or removes what berth created;
@@ -28,6 +30,8 @@ export const CREATED_SUFFIX = '.berth-created';
 const TEMP_SUFFIX = '.berth-tmp';
 const CREATED_DIR = 'directory\n';
 const CREATED_FILE = 'file\n';
+/** In the hosts directory itself when berth had to create it (containerd never looks up a registry by this name). */
+export const DIR_MARKER = '.berth-created';
 
 export type ChangeKind = 'create' | 'update' | 'unchanged' | 'restore' | 'remove' | 'skip';
 
@@ -184,10 +188,7 @@ async function applyWrite(c: FileChange, hostsDir: string): Promise<void> {
     await fs.mkdir(p.dir);
     madeDir = true;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-      await fs.mkdir(p.dir, { recursive: true });
-      madeDir = true;
-    } else if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
   const hasBackup = await exists(p.backup);
   const hasMarker = await exists(p.created);
@@ -228,9 +229,25 @@ async function applyUndo(c: FileChange, hostsDir: string): Promise<void> {
   }
 }
 
+/** A hosts directory berth had to create is removed again once nothing but this marker is left in it. */
+async function ensureHostsDir(hostsDir: string): Promise<void> {
+  if (await exists(hostsDir)) return;
+  await fs.mkdir(hostsDir, { recursive: true });
+  await fs.writeFile(path.join(hostsDir, DIR_MARKER), CREATED_DIR);
+}
+
+async function removeHostsDirIfOurs(hostsDir: string): Promise<void> {
+  const names = await fs.readdir(hostsDir).catch(() => null);
+  if (names === null || names.length !== 1 || names[0] !== DIR_MARKER) return;
+  await fs.rm(path.join(hostsDir, DIR_MARKER));
+  await fs.rmdir(hostsDir).catch(() => undefined);
+}
+
 export async function applyPlan(plan: Plan): Promise<void> {
+  if (plan.changes.some((c) => c.kind === 'create' || c.kind === 'update')) await ensureHostsDir(plan.hostsDir);
   for (const c of plan.changes) {
     if (c.kind === 'create' || c.kind === 'update') await applyWrite(c, plan.hostsDir);
     else if (c.kind === 'restore' || c.kind === 'remove') await applyUndo(c, plan.hostsDir);
   }
+  await removeHostsDirIfOurs(plan.hostsDir);
 }

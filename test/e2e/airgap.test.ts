@@ -201,4 +201,14 @@ t.test('air-gapped sites with real containerd, Distribution and skopeo', async (
     t.equal((await fresh.cli(['unpin', 'docker.io/library/app:v1'])).code, 0);
     t.equal((await fresh.cli(['unpin', 'app:v1'])).code, 1, 'not pinned any more');
   });
+  await t.test('the daemon fetches and pins the [[prefetch]] list itself', async (t) => {
+    const scheduled = await startBerth(t, {
+      upstreams: [{ registry: 'docker.io', url: registry.url }],
+      extra: { prefetch: [{ image: 'docker.io/library/app:v1', platforms: ['linux/amd64'] }] },
+    });
+    await scheduled.service.waitForOutput(/"msg":"prefetched"/, 30_000);
+    const status = JSON.parse((await scheduled.cli(['status', '--json'])).stdout) as { cache: { pinnedImages: number; blobs: number } };
+    t.equal(status.cache.pinnedImages, 1, 'pinned by the daemon');
+    t.equal(status.cache.blobs, 4, 'all layers and the config cached');
+  });
 });
