@@ -3,6 +3,7 @@
  * the mirror, the HTTP listener, and the order in which they stop.
  */
 import fs from 'node:fs';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Logger } from 'pino';
@@ -11,6 +12,7 @@ import type { Index } from './store/index-db.js';
 import type { Metrics } from './metrics/metrics.js';
 import type { Mirror } from './cache/mirror.js';
 import { createApp } from './http/app.js';
+import { describeCert, loadPair, watchCertificate } from './http/tls.js';
 import { openRuntime } from './runtime.js';
 import { schedulePrefetch } from './cache/prefetch.js';
 import { hostPlatform, parsePlatform } from './oci/platform.js';
@@ -44,13 +46,19 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   };
   const app = createApp({ mirror, metrics, logger, readiness });
 
+  const tlsFiles = config.server.tlsCertFile && config.server.tlsKeyFile ? { certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile } : null;
   const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: config.server.port, hostname: config.server.host }, () => resolve(s));
+    const options = { fetch: app.fetch, port: config.server.port, hostname: config.server.host };
+    const s = tlsFiles
+      ? serve({ ...options, createServer: https.createServer, serverOptions: loadPair(tlsFiles) }, () => resolve(s))
+      : serve(options, () => resolve(s));
     s.once('error', reject);
   });
+  const certWatch = tlsFiles ? watchCertificate(server as https.Server, tlsFiles, logger) : null;
+  if (tlsFiles) logger.info({ certificate: describeCert(fs.readFileSync(tlsFiles.certFile)) }, 'serving HTTPS');
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  const url = `http://${host}:${addr.port}`;
+  const url = `${tlsFiles ? 'https' : 'http'}://${host}:${addr.port}`;
   logger.info({ url, cacheDir: layout.root, upstreams: config.upstreams.map((u) => u.registry) }, 'berth is serving');
   // Over max_size already (max_size lowered, or a cache carried over): trim in the background.
   rt.evictor.schedule(0);
@@ -67,6 +75,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     stopping ??= (async () => {
       logger.info({ fills: mirror.blobs.fills.size, drainMs }, 'stopping: draining transfers');
       prefetch.stop();
+      certWatch?.stop();
       const closed = new Promise<void>((res) => server.close(() => res()));
       await mirror.drain(drainMs);
       // Idle keep-alive sockets would hold close() open; responses still streaming get drainMs.

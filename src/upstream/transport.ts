@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { Circuit } from './circuit.js';
 import { toUpstreamError } from './errors.js';
+import { reportTlsFailure } from './tls-probe.js';
 import { contentLength } from './headers.js';
 import { UpstreamError, isUnreachable, type UpstreamEvent } from './types.js';
 
@@ -137,6 +138,7 @@ export function createTransport(opts: TransportOptions): Send {
       }
       const mapped = toUpstreamError(err, registry);
       circuit.failed(mapped);
+      if (mapped.code === 'UPSTREAM_TLS' && ex.url.protocol === 'https:') reportTlsFailure(ex.url, mapped.message, log);
       log.debug({ kind: ex.kind, method: ex.method, path: ex.url.pathname, code: mapped.code, reqId: ex.reqId }, 'upstream exchange failed');
       throw mapped;
     }

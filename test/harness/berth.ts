@@ -20,6 +20,8 @@ export interface BerthUpstream {
   connect_timeout?: string;
   header_timeout?: string;
   body_timeout?: string;
+  ca_file?: string;
+  skip_verify?: boolean;
 }
 
 export interface BerthOptions {
@@ -29,6 +31,8 @@ export interface BerthOptions {
   serveStale?: boolean;
   maxSize?: string;
   logLevel?: string;
+  /** Serve HTTPS with this certificate. */
+  tls?: { certFile: string; keyFile: string };
   /** Extra top-level TOML tables merged into the config. */
   extra?: Record<string, unknown>;
   env?: NodeJS.ProcessEnv;
@@ -56,7 +60,7 @@ export async function startBerth(t: Teardown, opts: BerthOptions): Promise<Berth
   const cacheDir = opts.cacheDir ?? path.join(dir, 'cache');
   const port = await freePort();
   const config: Record<string, unknown> = {
-    server: { listen: `127.0.0.1:${port}`, drain_timeout: '5s' },
+    server: { listen: `127.0.0.1:${port}`, drain_timeout: '5s', ...(opts.tls ? { tls_cert_file: opts.tls.certFile, tls_key_file: opts.tls.keyFile } : {}) },
     cache: { dir: cacheDir, tag_ttl: opts.tagTtl ?? '5m', serve_stale: opts.serveStale ?? true, ...(opts.maxSize ? { max_size: opts.maxSize } : {}) },
     log: { level: opts.logLevel ?? 'info' },
     upstream: opts.upstreams.map((u) => ({ connect_timeout: '2s', header_timeout: '10s', body_timeout: '10s', ...u })),
@@ -69,7 +73,7 @@ export async function startBerth(t: Teardown, opts: BerthOptions): Promise<Berth
   Object.assign(env, opts.env);
 
   let service: Service;
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const launch = async () => {
     service = spawnService('berth', process.execPath, [BERTH_BIN, 'serve', '--config', configFile], { env });
     await service.waitForOutput(/"msg":"berth is serving"/, 20_000);
