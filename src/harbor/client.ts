@@ -270,14 +270,14 @@ export function createHarborClient(opts: HarborClientOptions): HarborClient {
   }
 
   async function getJson(path: string, call: CallOptions | undefined, extra: Record<string, string> = {}): Promise<unknown> {
-    const what = `GET ${path.split('?')[0]}`;
+    const what = `GET ${API}${path.split('?')[0]}`;
     const reply = await get(API + path, apiHeaders(extra), call);
     if (reply.status !== 200) throw statusError(reply, what);
     return json(reply, what);
   }
 
   async function listAll<T>(path: string, query: URLSearchParams, parse: (v: unknown, where: string) => T, call: CallOptions | undefined, extra: Record<string, string> = {}): Promise<T[]> {
-    const what = `GET ${path}`;
+    const what = `GET ${API}${path}`;
     const out: T[] = [];
     let page = 1;
     let pageSize = PAGE_SIZE;
@@ -288,7 +288,8 @@ export function createHarborClient(opts: HarborClientOptions): HarborClient {
       if (reply.status !== 200) throw statusError(reply, what);
       const body = json(reply, what);
       if (!Array.isArray(body)) throw new HarborError('HARBOR_PROTOCOL', `harbor ${what}: answer is not a list`);
-      body.forEach((item, i) => out.push(parse(item, `${path}[${out.length + i}]`)));
+      const offset = out.length;
+      body.forEach((item, i) => out.push(parse(item, `${path}[${offset + i}]`)));
       const next = nextLink(firstHeader(reply.headers, 'link'));
       if (next !== undefined) {
         // Only page and page_size are taken from the link: Harbor writes its

@@ -54,7 +54,7 @@ t.test('built-in defaults load with no file and no environment', async (t) => {
   t.same(c, {
     source: null,
     server: { listen: '127.0.0.1:5050', host: '127.0.0.1', port: 5050, drainTimeoutMs: 30_000 },
-    cache: { dir: join(cwd, 'var/berth'), maxSizeBytes: 20 * GiB, tagTtlMs: 300_000, serveStale: true },
+    cache: { dir: join(cwd, 'var/berth'), maxSizeBytes: 20 * GiB, tagTtlMs: 300_000, serveStale: true, prefetchIntervalMs: 3_600_000 },
     log: { level: 'info' },
     upstreams: [
       {
@@ -112,6 +112,7 @@ dir = "/var/cache/berth"
 max_size = "1.5TiB"
 tag_ttl = "0"
 serve_stale = false
+prefetch_interval = "0"
 
 [log]
 level = "debug"
@@ -162,7 +163,7 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
       tlsCertFile: join(dir, 'tls/berth.crt'),
       tlsKeyFile: join(dir, 'tls/berth.key'),
     },
-    cache: { dir: '/var/cache/berth', maxSizeBytes: 1.5 * 2 ** 40, tagTtlMs: 0, serveStale: false },
+    cache: { dir: '/var/cache/berth', maxSizeBytes: 1.5 * 2 ** 40, tagTtlMs: 0, serveStale: false, prefetchIntervalMs: 0 },
     log: { level: 'debug' },
     upstreams: [
       {
@@ -281,7 +282,7 @@ t.test('bad environment variables name themselves', async (t) => {
     [{ BERTH_PREFETCH_IMAGE: 'nginx' }, 'prefetch.image', /config file only/],
     [{ BERTH_FOO_BAR: '1' }, 'foo.bar', /no such section/],
     [{ BERTH_CACHE: '1' }, 'cache', /no key/],
-    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale\)/],
+    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale, prefetch_interval\)/],
     [{ BERTH_SERVER_LISTEN: '5050' }, 'server.listen', /not host:port/],
     [{ BERTH_HARBOR_USERNAME: 'robot' }, 'harbor.url', /missing/],
   ];
