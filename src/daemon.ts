@@ -44,7 +44,21 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     }
     return problems;
   };
-  const app = createApp({ mirror, metrics, logger, readiness });
+  const app = createApp({ mirror, metrics, logger, readiness, audit: (e) => index.audit(e) });
+  // The audit record stays bounded: 30 days, 200 000 requests.
+  const pruneAudit = () => index.pruneAudit(Date.now() - 30 * 86_400_000, 200_000);
+  pruneAudit();
+  const auditTimer = setInterval(pruneAudit, 3_600_000);
+  auditTimer.unref();
+  const gate = rt.gate;
+  if (gate) {
+    metrics.watchPolicy(() => {
+      const age = gate.snapshotAge();
+      const s = gate.snapshotSyncedAt();
+      return { ageSeconds: age === null ? null : age / 1000, lastSuccessSeconds: s === null ? null : s / 1000 };
+    });
+    gate.start();
+  }
 
   const tlsFiles = config.server.tlsCertFile && config.server.tlsKeyFile ? { certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile } : null;
   const server: ServerType = await new Promise((resolve, reject) => {
@@ -75,6 +89,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     stopping ??= (async () => {
       logger.info({ fills: mirror.blobs.fills.size, drainMs }, 'stopping: draining transfers');
       prefetch.stop();
+      clearInterval(auditTimer);
       certWatch?.stop();
       const closed = new Promise<void>((res) => server.close(() => res()));
       await mirror.drain(drainMs);

@@ -5,7 +5,9 @@
  * WAL takes care of the index), so only the daemon cleans tmp/ at start.
  */
 import type { Logger } from 'pino';
-import type { Config } from './config/types.js';
+import type { Config, UpstreamConfig } from './config/types.js';
+import { viaHarborProject } from './upstream/via-harbor.js';
+import { HarborGate } from './harbor/gate.js';
 import { Layout } from './store/layout.js';
 import { BlobFiles } from './store/blobs.js';
 import { Index } from './store/index-db.js';
@@ -26,30 +28,44 @@ export interface Runtime {
   upstreams: Upstreams;
   mirror: Mirror;
   evictor: Evictor;
+  /** Harbor access and policy, when [harbor] is configured. */
+  gate: HarborGate | null;
   close(): Promise<void>;
 }
 
 export function createUpstreamClients(config: Config, logger: Logger, metrics?: Metrics): RegistryClient[] {
   return config.upstreams.map((u) => {
-    const opts: Parameters<typeof createRegistryClient>[0] = {
-      registry: u.registry,
-      url: u.url,
-      timeouts: u.timeouts,
-      skipVerify: u.skipVerify,
-      logger: logger.child({ upstream: u.registry }),
-    };
-    if (metrics) {
-      opts.observer = (e) => {
-        metrics.upstreamRequests.inc({ upstream: e.registry, kind: e.kind, code: String(e.status) });
-        metrics.upstreamDuration.observe({ upstream: e.registry, kind: e.kind }, e.durationMs / 1000);
-        metrics.upstreamUp.set({ upstream: e.registry }, e.status === 'error' || (typeof e.status === 'number' && e.status >= 500) ? 0 : 1);
-      };
-    }
-    if (u.username !== undefined) opts.username = u.username;
-    if (u.password !== undefined) opts.password = u.password;
-    if (u.caFile !== undefined) opts.caFile = u.caFile;
-    return createRegistryClient(opts);
+    const direct = upstreamClient(u, logger, metrics);
+    if (!u.viaHarborProject || !config.harbor) return direct;
+    const h = config.harbor;
+    // Harbor gets Harbor's credentials only, never the upstream's.
+    const throughHarbor: UpstreamConfig = { registry: u.registry, url: h.url, skipVerify: h.skipVerify, timeouts: u.timeouts };
+    if (h.username !== undefined) throughHarbor.username = h.username;
+    if (h.password !== undefined) throughHarbor.password = h.password;
+    if (h.caFile !== undefined) throughHarbor.caFile = h.caFile;
+    return viaHarborProject(direct, upstreamClient(throughHarbor, logger, metrics), u.viaHarborProject, logger.child({ upstream: u.registry }));
   });
+}
+
+function upstreamClient(u: UpstreamConfig, logger: Logger, metrics?: Metrics): RegistryClient {
+  const opts: Parameters<typeof createRegistryClient>[0] = {
+    registry: u.registry,
+    url: u.url,
+    timeouts: u.timeouts,
+    skipVerify: u.skipVerify,
+    logger: logger.child({ upstream: u.registry }),
+  };
+  if (metrics) {
+    opts.observer = (e) => {
+      metrics.upstreamRequests.inc({ upstream: e.registry, kind: e.kind, code: String(e.status) });
+      metrics.upstreamDuration.observe({ upstream: e.registry, kind: e.kind }, e.durationMs / 1000);
+      metrics.upstreamUp.set({ upstream: e.registry }, e.status === 'error' || (typeof e.status === 'number' && e.status >= 500) ? 0 : 1);
+    };
+  }
+  if (u.username !== undefined) opts.username = u.username;
+  if (u.password !== undefined) opts.password = u.password;
+  if (u.caFile !== undefined) opts.caFile = u.caFile;
+  return createRegistryClient(opts);
 }
 
 export async function openRuntime(config: Config, logger: Logger, opts: { daemon: boolean }): Promise<Runtime> {
@@ -63,7 +79,9 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
     for (const u of config.upstreams) if (u.skipVerify) logger.warn({ upstream: u.registry }, 'TLS verification is OFF for this upstream (skip_verify)');
   }
   const upstreams = new Upstreams(createUpstreamClients(config, logger, metrics));
+  const gate = config.harbor ? new HarborGate({ harbor: config.harbor, upstreams: config.upstreams, index, logger: logger.child({ module: 'harbor' }), metrics }) : null;
   const mirror = new Mirror({
+    gate,
     index,
     files,
     upstreams,
@@ -85,10 +103,12 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
     upstreams,
     mirror,
     evictor,
+    gate,
     async close() {
       if (closed) return;
       closed = true;
       evictor.stop();
+      await gate?.close();
       await upstreams.close();
       index.close();
     },

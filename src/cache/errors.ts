@@ -26,6 +26,8 @@ export function toClientError(err: unknown): OciError {
         // Docker Hub answers 401 for a repository that does not exist, so this is a 404
         // worded the way Docker Hub words it.
         return new OciError('NAME_UNKNOWN', `upstream ${err.registry} refused access: the repository does not exist or needs credentials berth lacks`, detail);
+      case 'UPSTREAM_POLICY':
+        return new OciError('PROJECTPOLICYVIOLATION', err.upstreamMessage ?? `upstream ${err.registry} refused this image by policy`);
       case 'UPSTREAM_RATE_LIMITED': {
         const headers: Record<string, string> = {};
         if (err.retryAfterMs !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfterMs / 1000)));

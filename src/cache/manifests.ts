@@ -114,9 +114,10 @@ export class ManifestCache {
         }
         const mediaType = pickMediaType(got.mediaType, got.body);
         this.store(client.registry, repository, reference, mediaType, got.body);
+        this.index.clearRefusal(client.registry, repository, reference);
         return { digest: reference, mediaType, size: got.body.length, body: got.body, source: 'upstream' };
       } catch (err) {
-        throw toClientError(err);
+        throw this.refusalAware(client.registry, repository, reference, err);
       }
     });
     const r = await promise;
@@ -166,8 +167,25 @@ export class ManifestCache {
           return stale;
         }
       }
-      throw toClientError(err);
+      throw this.refusalAware(registry, repository, tag, err);
     }
+  }
+
+  /**
+   * An upstream policy refusal (Harbor's 412) is remembered, so that with the
+   * upstream gone the same reference is still refused with the same words
+   * rather than merely unavailable.
+   */
+  private refusalAware(registry: string, repository: string, reference: string, err: unknown): OciError {
+    if (err instanceof UpstreamError && err.code === 'UPSTREAM_POLICY') {
+      this.index.putRefusal(registry, repository, reference, err.upstreamMessage);
+      this.metrics.policyDenials.inc({ reason: 'upstream' });
+      this.logger.warn({ registry, repository, reference, reason: 'upstream', message: err.upstreamMessage }, 'pull refused by policy');
+    } else if (isUnreachable(err) || (err instanceof OciError && err.code === 'UNAVAILABLE')) {
+      const refused = this.index.getRefusal(registry, repository, reference);
+      if (refused) return new OciError('PROJECTPOLICYVIOLATION', refused.message || `upstream ${registry} refused this image by policy`);
+    }
+    return toClientError(err);
   }
 
   private async revalidate(req: ManifestRequest, known: TagRow | undefined): Promise<ManifestResult> {
@@ -183,6 +201,7 @@ export class ManifestCache {
         throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { tag });
       }
       const row: TagRow = { digest: head.digest, media_type: head.mediaType, size: head.size, fetched_at: this.now() };
+      this.index.clearRefusal(registry, repository, tag);
       if (known && head.digest === known.digest) {
         this.index.touchTag(registry, repository, tag, row.fetched_at);
         this.tags.set(this.tagKey(registry, repository, tag), { ...known, fetched_at: row.fetched_at });
@@ -204,6 +223,7 @@ export class ManifestCache {
     }
     const mediaType = pickMediaType(got.mediaType, got.body);
     this.store(registry, repository, actual, mediaType, got.body);
+    this.index.clearRefusal(registry, repository, tag);
     if (broad) this.saveTag(registry, repository, tag, { digest: actual, media_type: mediaType, size: got.body.length, fetched_at: this.now() });
     return { digest: actual, mediaType, size: got.body.length, body: got.body, source: 'upstream' };
   }

@@ -14,6 +14,7 @@ import { Upstreams } from './upstreams.js';
 import { ManifestCache, type ManifestResult } from './manifests.js';
 import { BlobCache, type BlobHandle } from './blobs.js';
 import { toClientError } from './errors.js';
+import type { ClientCredentials, PolicyGate } from './gate.js';
 
 export interface MirrorOptions {
   index: Index;
@@ -25,6 +26,8 @@ export interface MirrorOptions {
   serveStale: boolean;
   /** How often an interrupted blob transfer is resumed with Range. */
   maxResumes?: number;
+  /** Access and policy checks (Harbor); none: everything is served. */
+  gate?: PolicyGate | null;
   now?: () => number;
 }
 
@@ -34,6 +37,8 @@ export interface Target {
   /** Repository name as the client sent it. */
   name: string;
   reqId?: string;
+  /** Basic credentials the client sent (pull secrets for private projects). */
+  credentials?: ClientCredentials | null;
 }
 
 export class Mirror {
@@ -56,15 +61,48 @@ export class Mirror {
     return { client, repository: canonicalRepository(client.registry, t.name) };
   }
 
+  /** Names the target for a caller that must know where it resolves (audit) before asking. */
+  where(t: Target): { registry: string; repository: string } {
+    const { client, repository } = this.locate(t);
+    return { registry: client.registry, repository };
+  }
+
   async manifest(t: Target, reference: string, o: { byDigest: boolean; head: boolean; accept: string | undefined }): Promise<ManifestResult & { registry: string; repository: string }> {
     const { client, repository } = this.locate(t);
+    const gate = this.opts.gate?.governs(client.registry, repository) ? this.opts.gate : null;
+    const access = { registry: client.registry, repository, credentials: t.credentials ?? null };
+    // Who may read comes first: a private tag is not even resolved for a stranger.
+    await gate?.authorize(access);
     const r = await this.manifests.get({ client, repository, reference, byDigest: o.byDigest, head: o.head, accept: o.accept, ...(t.reqId ? { reqId: t.reqId } : {}) });
+    await gate?.checkManifest({ ...access, digest: r.digest });
     return { ...r, registry: client.registry, repository };
   }
 
   async blob(t: Target, digest: string, o: { head: boolean }): Promise<BlobHandle> {
     const { client, repository } = this.locate(t);
+    const gate = this.opts.gate?.governs(client.registry, repository) ? this.opts.gate : null;
+    if (gate) {
+      await gate.authorize({ registry: client.registry, repository, credentials: t.credentials ?? null });
+      await this.requireLink(client, repository, digest, t.reqId);
+    }
     return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}) });
+  }
+
+  /**
+   * Governed content is served per repository, as Harbor does: a blob cached
+   * through one repository is not handed out under another (a private blob
+   * must not leak through a public path) until the upstream confirms that
+   * repository has it too.
+   */
+  private async requireLink(client: ReturnType<Upstreams['resolve']>, repository: string, digest: string, reqId?: string): Promise<void> {
+    if (!this.opts.index.getBlob(digest) || this.opts.index.isLinked(client.registry, repository, digest)) return;
+    try {
+      const head = await client.headBlob(repository, digest, reqId ? { reqId } : {});
+      if (!head) throw new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+    } catch (err) {
+      throw toClientError(err);
+    }
+    this.opts.index.link(client.registry, repository, digest);
   }
 
   /** tags/list from the upstream; offline, the tags berth has seen. */

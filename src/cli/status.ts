@@ -9,7 +9,14 @@ export interface StatusReport {
   cache: { dir: string; bytes: number; maxBytes: number; usePercent: number; blobs: number; manifests: number; pinnedImages: number; pinnedBytes: number };
   hits: { requests: number; hitRatio: number | null; byteHitRatio: number | null; staleAnswers: number; counters: Record<string, number> };
   upstreams: { registry: string; url: string; reachable: boolean; error?: string; skipVerify: boolean }[];
-  policy: { configured: boolean; snapshotAgeMs: number | null };
+  policy: {
+    configured: boolean;
+    snapshotAgeMs: number | null;
+    expired: boolean;
+    onExpired: string | null;
+    projects: ReturnType<NonNullable<Runtime['gate']>['projectsState']>;
+  };
+  audit: { last24h: Record<string, number>; recentRefusals: { at: string; image: string; reason: string | null }[] };
 }
 
 async function daemonRunning(listen: string): Promise<boolean> {
@@ -57,7 +64,21 @@ export async function buildStatus(rt: Runtime): Promise<StatusReport> {
     },
     hits: { requests, hitRatio: requests > 0 ? hits / requests : null, byteHitRatio: served > 0 ? fromCache / served : null, staleAnswers: get('manifest_stale'), counters: c },
     upstreams,
-    policy: { configured: config.harbor !== null, snapshotAgeMs: null },
+    policy: {
+      configured: config.harbor !== null,
+      snapshotAgeMs: rt.gate?.snapshotAge() ?? null,
+      expired: config.harbor !== null && (rt.gate?.snapshotAge() ?? Infinity) > config.harbor.offlineGraceMs,
+      onExpired: config.harbor?.onExpired ?? null,
+      projects: rt.gate?.projectsState() ?? [],
+    },
+    audit: {
+      last24h: Object.fromEntries(index.auditSummary(Date.now() - 86_400_000).map((r) => [r.decision, r.n])),
+      recentRefusals: index
+        .auditSince(Date.now() - 86_400_000, 100_000)
+        .filter((r) => r.decision === 'refused')
+        .slice(-5)
+        .map((r) => ({ at: new Date(r.at).toISOString(), image: `${r.registry}/${r.repository}:${r.reference}`, reason: r.reason })),
+    },
   };
 }
 
@@ -94,7 +115,14 @@ Options:
       out(`            ${s.cache.blobs} blobs, ${s.cache.manifests} manifests; ${s.cache.pinnedImages} pinned images holding ${formatSize(s.cache.pinnedBytes)}`);
       out(`hits        ${pct(s.hits.hitRatio)} of ${s.hits.requests} requests; ${pct(s.hits.byteHitRatio)} of blob bytes served from the cache; ${s.hits.staleAnswers} stale answers`);
       for (const u of s.upstreams) out(`upstream    ${u.registry} (${u.url}): ${u.reachable ? 'reachable' : `UNREACHABLE: ${u.error ?? ''}`}${u.skipVerify ? '  [TLS verification off]' : ''}`);
-      out(`policy      ${s.policy.configured ? (s.policy.snapshotAgeMs === null ? 'no snapshot yet' : `snapshot ${formatDuration(s.policy.snapshotAgeMs)} old`) : 'no [harbor] configured'}`);
+      out(`policy      ${s.policy.configured ? (s.policy.snapshotAgeMs === null ? 'no snapshot yet' : `snapshot ${formatDuration(s.policy.snapshotAgeMs)} old${s.policy.expired ? ` — EXPIRED (on_expired = ${s.policy.onExpired})` : ''}`) : 'no [harbor] configured'}`);
+      for (const p of s.policy.projects) {
+        const rules = [p.public ? 'public' : 'private', p.preventVul ? `prevent_vul >= ${p.severity}` : null, p.cosign ? 'cosign' : null, p.notation ? 'notation' : null].filter(Boolean).join(', ');
+        out(`  project   ${p.name}: ${rules}`);
+      }
+      const a = s.audit.last24h;
+      out(`audit 24h  ${Object.entries(a).map(([k, v]) => `${v} ${k}`).join(', ') || 'no manifest requests'}`);
+      for (const r of s.audit.recentRefusals) out(`  refused   ${r.at} ${r.image}: ${r.reason ?? ''}`);
       return EXIT.ok;
     });
   },

@@ -12,6 +12,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { OciError } from '../oci/errors.js';
 import { errorResponse } from './respond.js';
 import { registerRegistryRoutes } from './registry-routes.js';
+import type { AuditEntry } from '../store/index-db.js';
 
 export type AppEnv = {
   Bindings: Partial<HttpBindings>;
@@ -24,6 +25,8 @@ export interface AppDeps {
   logger: Logger;
   /** Why berth is not ready, or [] when it is. */
   readiness: () => string[];
+  /** Records each manifest request (the audit record). */
+  audit?: (e: AuditEntry) => void;
 }
 
 const REQ_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -72,7 +75,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     return c.body(body, 200, { 'Content-Type': contentType });
   });
 
-  registerRegistryRoutes(app, mirror, metrics);
+  registerRegistryRoutes(app, mirror, metrics, deps.audit);
 
   app.notFound((c) => errorResponse(c, new OciError('NOT_FOUND', 'not found')));
   app.onError((err, c) => {

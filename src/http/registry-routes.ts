@@ -15,6 +15,7 @@ import type { Mirror, Target } from '../cache/mirror.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { API_VERSION_HEADER } from './respond.js';
 import type { AppEnv } from './app.js';
+import type { AuditEntry } from '../store/index-db.js';
 
 /** Splits the raw request target; the path is matched still percent-encoded. */
 export function rawTarget(c: Context<AppEnv>): { path: string; query: URLSearchParams; rawQuery: string } {
@@ -30,7 +31,7 @@ export function rawTarget(c: Context<AppEnv>): { path: string; query: URLSearchP
  * router sees a URL whose dot segments the WHATWG parser has already
  * resolved: "/v2/a/../../x" must be refused as a bad name, not routed as "/x".
  */
-export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metrics: Metrics): void {
+export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metrics: Metrics, audit?: (e: AuditEntry) => void): void {
   app.use('*', async (c, next) => {
     const { path, query } = rawTarget(c);
     if (path !== '/v2' && !path.startsWith('/v2/')) return next();
@@ -43,12 +44,12 @@ export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metric
     const route = parseV2Path(path);
     c.set('route', route.kind);
     const head = method === 'HEAD';
-    const target: Target = { ns: query.get('ns'), name: 'name' in route ? route.name : '', reqId: c.get('reqId') };
+    const target: Target = { ns: query.get('ns'), name: 'name' in route ? route.name : '', reqId: c.get('reqId'), credentials: basicCredentials(c.req.header('authorization')) };
     switch (route.kind) {
       case 'base':
         return c.json({}, 200, API_VERSION_HEADER);
       case 'manifest':
-        return manifest(c, mirror, target, route, head);
+        return manifest(c, mirror, target, route, head, audit);
       case 'blob':
         return blob(c, mirror, metrics, target, route, head);
       case 'tags':
@@ -59,8 +60,52 @@ export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metric
   });
 }
 
-async function manifest(c: Context<AppEnv>, mirror: Mirror, target: Target, route: Extract<V2Route, { kind: 'manifest' }>, head: boolean): Promise<Response> {
-  const r = await mirror.manifest(target, route.reference, { byDigest: route.byDigest, head, accept: c.req.header('accept') });
+/** Basic credentials a client sent (containerd sends pull-secret credentials after a Basic challenge). */
+export function basicCredentials(header: string | undefined): { username: string; password: string } | null {
+  if (!header || header.length > 4096) return null;
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!m) return null;
+  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon <= 0) return null;
+  return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+const DECISION: Record<string, string> = { cache: 'cache', upstream: 'filled', stale: 'stale' };
+
+async function manifest(
+  c: Context<AppEnv>,
+  mirror: Mirror,
+  target: Target,
+  route: Extract<V2Route, { kind: 'manifest' }>,
+  head: boolean,
+  audit: ((e: AuditEntry) => void) | undefined,
+): Promise<Response> {
+  const where = mirror.where(target);
+  const record = (decision: string, digest: string | null, reason: string | null) =>
+    audit?.({
+      at: Date.now(),
+      registry: where.registry,
+      repository: where.repository,
+      reference: route.reference,
+      digest,
+      method: c.req.method,
+      decision,
+      reason,
+      client: c.env?.incoming?.socket?.remoteAddress ?? null,
+      username: target.credentials?.username ?? null,
+    });
+  let r: Awaited<ReturnType<Mirror['manifest']>>;
+  try {
+    r = await mirror.manifest(target, route.reference, { byDigest: route.byDigest, head, accept: c.req.header('accept') });
+  } catch (err) {
+    if (err instanceof OciError) {
+      const decision = err.code === 'PROJECTPOLICYVIOLATION' ? 'refused' : err.code === 'UNAUTHORIZED' ? 'unauthorized' : err.status === 404 ? 'not_found' : 'error';
+      record(decision, route.byDigest ? route.reference : null, err.message.slice(0, 500));
+    }
+    throw err;
+  }
+  record(DECISION[r.source] ?? r.source, r.digest, null);
   c.set('source', r.source);
   c.set('digest', r.digest);
   const headers: Record<string, string> = {

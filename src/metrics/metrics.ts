@@ -87,6 +87,29 @@ export class Metrics {
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'berth_' });
   }
 
+  /** Gauges for the Harbor policy snapshot, read on scrape. */
+  watchPolicy(read: () => { ageSeconds: number | null; lastSuccessSeconds: number | null }): void {
+    const registers = [this.registry];
+    new client.Gauge({
+      name: 'berth_policy_snapshot_age_seconds',
+      help: 'Age of the Harbor policy snapshot enforcement uses (absent until the first sync)',
+      registers,
+      collect() {
+        const v = read().ageSeconds;
+        if (v !== null) this.set(v);
+      },
+    });
+    new client.Gauge({
+      name: 'berth_policy_sync_last_success_timestamp_seconds',
+      help: 'When the last policy sync from Harbor succeeded (unix seconds)',
+      registers,
+      collect() {
+        const v = read().lastSuccessSeconds;
+        if (v !== null) this.set(v);
+      },
+    });
+  }
+
   cacheResult(kind: CacheKind, result: CacheResult): void {
     this.cacheRequests.inc({ kind, result });
     this.onCacheResult?.(kind, result);

@@ -6,6 +6,7 @@
  * same file while the daemon runs (busy_timeout covers short lock waits).
  */
 import Database from 'better-sqlite3';
+import { HARBOR_SCHEMA_SQL } from '../harbor/snapshot-store.js';
 import type { Database as DB, Statement } from 'better-sqlite3';
 
 const MIGRATIONS: readonly string[] = [
@@ -61,7 +62,47 @@ const MIGRATIONS: readonly string[] = [
    ) WITHOUT ROWID;
    CREATE INDEX blobs_lru ON blobs (last_access);
    CREATE INDEX manifests_lru ON manifests (last_access);`,
+  // 3: Harbor's policy snapshot and remembered pull-secret credentials, and the audit record
+  // of manifest requests (an edge site's only witness of who pulled what).
+  HARBOR_SCHEMA_SQL +
+    `CREATE TABLE audit (
+       id INTEGER PRIMARY KEY,
+       at INTEGER NOT NULL,
+       registry TEXT NOT NULL,
+       repository TEXT NOT NULL,
+       reference TEXT NOT NULL,
+       digest TEXT,
+       method TEXT NOT NULL,
+       decision TEXT NOT NULL,
+       reason TEXT,
+       client TEXT,
+       username TEXT
+     );
+     CREATE INDEX audit_at ON audit (at);`,
+  // 4: refusals an upstream's own policy gave (Harbor's 412), kept so they hold offline.
+  `CREATE TABLE refusals (
+     registry TEXT NOT NULL,
+     repository TEXT NOT NULL,
+     reference TEXT NOT NULL,
+     message TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     PRIMARY KEY (registry, repository, reference)
+   ) WITHOUT ROWID;`,
 ];
+
+export interface AuditEntry {
+  at: number;
+  registry: string;
+  repository: string;
+  reference: string;
+  digest: string | null;
+  method: string;
+  /** cache | filled | stale | refused | unauthorized | error */
+  decision: string;
+  reason: string | null;
+  client: string | null;
+  username: string | null;
+}
 
 /** Everything pinned: the pinned manifests and, recursively, every digest they reference. */
 const PINNED_CLOSURE = `WITH RECURSIVE keep(d) AS (
@@ -123,6 +164,7 @@ export class Index {
     bumpCounter: Statement<[string, number]>;
   };
   private readonly pendingCounters = new Map<string, number>();
+  private readonly pendingAudit: AuditEntry[] = [];
 
   constructor(file: string, opts: IndexOptions = {}) {
     this.now = opts.now ?? Date.now;
@@ -248,19 +290,85 @@ export class Index {
     this.pendingCounters.set(name, (this.pendingCounters.get(name) ?? 0) + n);
   }
 
+  private auditTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * Records a manifest request. Written within half a second (batched, but
+   * `berth audit` in another process should see a refusal at once) or as
+   * soon as a burst reaches 1000 entries.
+   */
+  audit(entry: AuditEntry): void {
+    this.pendingAudit.push(entry);
+    if (this.pendingAudit.length >= 1000) this.flushAccess();
+    else if (!this.auditTimer) {
+      this.auditTimer = setTimeout(() => {
+        this.auditTimer = null;
+        this.flushAccess();
+      }, 500);
+      this.auditTimer.unref();
+    }
+  }
+
   flushAccess(): void {
-    if ((this.pendingAccess.size === 0 && this.pendingCounters.size === 0) || !this.db.open) return;
+    if ((this.pendingAccess.size === 0 && this.pendingCounters.size === 0 && this.pendingAudit.length === 0) || !this.db.open) return;
     const batch = [...this.pendingAccess];
     const counters = [...this.pendingCounters];
+    const audit = this.pendingAudit.splice(0);
     this.pendingAccess.clear();
     this.pendingCounters.clear();
+    const insertAudit = audit.length > 0
+      ? this.db.prepare('INSERT INTO audit (at, registry, repository, reference, digest, method, decision, reason, client, username) VALUES (@at, @registry, @repository, @reference, @digest, @method, @decision, @reason, @client, @username)')
+      : null;
     this.db.transaction(() => {
+      for (const a of audit) insertAudit!.run(a);
       for (const [digest, at] of batch) {
         this.st.touchBlob.run(at, digest);
         this.st.touchManifest.run(at, digest);
       }
       for (const [name, n] of counters) this.st.bumpCounter.run(name, n);
     })();
+  }
+
+  /** The audit record since `since` (epoch ms), oldest first, at most `limit` rows. */
+  auditSince(since: number, limit: number): (AuditEntry & { id: number })[] {
+    return this.db.prepare('SELECT * FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?').all(since, limit) as (AuditEntry & { id: number })[];
+  }
+
+  auditSummary(since: number): { decision: string; n: number }[] {
+    return this.db.prepare('SELECT decision, COUNT(*) AS n FROM audit WHERE at >= ? GROUP BY decision ORDER BY decision').all(since) as { decision: string; n: number }[];
+  }
+
+  /** Keeps the audit record bounded by age and count. */
+  pruneAudit(olderThan: number, keepRows: number): number {
+    const byAge = this.db.prepare('DELETE FROM audit WHERE at < ?').run(olderThan).changes;
+    const byCount = this.db.prepare('DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)').run(keepRows).changes;
+    return byAge + byCount;
+  }
+
+  /** Records an upstream policy refusal (keeps an earlier message when this one has none, as for HEAD). */
+  putRefusal(registry: string, repository: string, reference: string, message: string | undefined): void {
+    this.db
+      .prepare(
+        `INSERT INTO refusals (registry, repository, reference, message, at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (registry, repository, reference) DO UPDATE SET at = excluded.at,
+           message = CASE WHEN ? THEN excluded.message ELSE refusals.message END`,
+      )
+      .run(registry, repository, reference, message ?? '', this.now(), message ? 1 : 0);
+  }
+
+  getRefusal(registry: string, repository: string, reference: string): { message: string; at: number } | undefined {
+    return this.db.prepare('SELECT message, at FROM refusals WHERE registry = ? AND repository = ? AND reference = ?').get(registry, repository, reference) as { message: string; at: number } | undefined;
+  }
+
+  clearRefusal(registry: string, repository: string, reference: string): void {
+    this.db.prepare('DELETE FROM refusals WHERE registry = ? AND repository = ? AND reference = ?').run(registry, repository, reference);
+  }
+
+  /** Manifests berth holds that were fetched through a registry: what Harbor sync needs facts for. */
+  manifestLinks(registry: string): { repository: string; digest: string }[] {
+    return this.db
+      .prepare('SELECT l.repository, l.digest FROM links l JOIN manifests m ON m.digest = l.digest WHERE l.registry = ? ORDER BY l.repository, l.digest')
+      .all(registry) as { repository: string; digest: string }[];
   }
 
   counters(): Record<string, number> {
@@ -336,6 +444,8 @@ export class Index {
 
   close(): void {
     if (this.flushTimer) clearInterval(this.flushTimer);
+    if (this.auditTimer) clearTimeout(this.auditTimer);
+    this.auditTimer = null;
     this.flushTimer = null;
     if (!this.db.open) return;
     if (!this.db.readonly) this.flushAccess();

@@ -83,6 +83,7 @@ const WHAT: Record<UpstreamErrorCode, string> = {
   UPSTREAM_TLS: 'TLS failure',
   UPSTREAM_AUTH: 'refused authentication',
   UPSTREAM_RATE_LIMITED: 'rate limited',
+  UPSTREAM_POLICY: 'refused by policy',
   UPSTREAM_STATUS: 'unexpected status',
   UPSTREAM_PROTOCOL: 'malformed answer',
 };
@@ -138,14 +139,32 @@ const ERROR_BODY_LIMIT = 4 * 1024;
  * 429 once retries are spent (with the upstream's Retry-After), anything else
  * as UPSTREAM_STATUS. Consumes the answer's body either way.
  */
+/** The first error's message of an OCI error body, verbatim (bounded). */
+function firstErrorMessage(body: Buffer): string | undefined {
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as { errors?: { message?: unknown }[] };
+    const m = parsed.errors?.[0]?.message;
+    return typeof m === 'string' ? m.slice(0, 2000) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function statusError(answer: Answer, registry: string, what: string): Promise<UpstreamError> {
   let detail = '';
+  let body: Buffer | undefined;
   try {
-    detail = describeErrorBody(await answer.read(ERROR_BODY_LIMIT));
+    body = await answer.read(ERROR_BODY_LIMIT);
+    detail = describeErrorBody(body);
   } catch {
     answer.discard();
   }
   const status = answer.status;
+  if (status === 412) {
+    // Harbor's pull-time policy said no: the client must hear it as Harbor worded it.
+    const upstreamMessage = body ? firstErrorMessage(body) : undefined;
+    return new UpstreamError('UPSTREAM_POLICY', registry, `upstream ${registry} refused ${what} by policy (412${detail ? ` ${detail}` : ''})`, { status, ...(upstreamMessage ? { upstreamMessage } : {}) });
+  }
   const suffix = detail ? ` (${status} ${detail})` : ` (${status})`;
   if ((status === 401 || status === 403) && !answer.redirected) {
     return new UpstreamError('UPSTREAM_AUTH', registry, `upstream ${registry} refused ${what}${suffix}`, { status });

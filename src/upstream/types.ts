@@ -10,6 +10,7 @@ export type UpstreamErrorCode =
   | 'UPSTREAM_TLS' // certificate or handshake failure
   | 'UPSTREAM_AUTH' // 401/403 after the credential/token flow
   | 'UPSTREAM_RATE_LIMITED' // 429 after bounded retries
+  | 'UPSTREAM_POLICY' // 412: the upstream's own policy refused (Harbor's PROJECTPOLICYVIOLATION)
   | 'UPSTREAM_STATUS' // any other unexpected status (5xx, 400…)
   | 'UPSTREAM_PROTOCOL'; // malformed answer (bad digest header, missing length…)
 
@@ -18,14 +19,17 @@ export class UpstreamError extends Error {
   readonly registry: string;
   readonly status: number | undefined;
   readonly retryAfterMs: number | undefined;
+  /** The upstream's own error message, for refusals passed on to the client as they were worded. */
+  readonly upstreamMessage: string | undefined;
 
-  constructor(code: UpstreamErrorCode, registry: string, message: string, opts: { status?: number; retryAfterMs?: number; cause?: unknown } = {}) {
+  constructor(code: UpstreamErrorCode, registry: string, message: string, opts: { status?: number; retryAfterMs?: number; cause?: unknown; upstreamMessage?: string } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'UpstreamError';
     this.code = code;
     this.registry = registry;
     this.status = opts.status;
     this.retryAfterMs = opts.retryAfterMs;
+    this.upstreamMessage = opts.upstreamMessage;
   }
 }
 
