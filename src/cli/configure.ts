@@ -61,7 +61,7 @@ it as hosts.toml${BACKUP_SUFFIX} (a file berth creates is marked instead).
 Running it again changes nothing. containerd picks changes up without a
 restart. Registries that left the config are restored.
 
-The hosts directory: --hosts-dir, else MicroK8s' ${'/var/snap/microk8s/current/args/certs.d'}
+The hosts directory: --hosts-dir, else MicroK8s' /var/snap/microk8s/current/args/certs.d
 when it exists (or --microk8s), else /etc/containerd/certs.d. containerd's
 CRI reads it only if its config_path names it: \`berth doctor\` checks that.
 

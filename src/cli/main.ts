@@ -15,8 +15,9 @@ import { exportCommand } from './export-cmd.js';
 import { importCommand } from './import-cmd.js';
 import { gcCommand, verifyCommand, unpinCommand } from './maintenance-cmds.js';
 import { statusCommand } from './status.js';
+import { syncCommand, auditCommand } from './harbor-cmds.js';
 
-const COMMANDS: Command[] = [serveCommand, configCommand, prefetchCommand, exportCommand, importCommand, statusCommand, verifyCommand, gcCommand, unpinCommand, configureCommand, doctorCommand];
+const COMMANDS: Command[] = [serveCommand, configCommand, prefetchCommand, exportCommand, importCommand, statusCommand, verifyCommand, gcCommand, unpinCommand, syncCommand, auditCommand, configureCommand, doctorCommand];
 
 function version(): string {
   const require = createRequire(import.meta.url);

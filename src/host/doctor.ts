@@ -119,7 +119,7 @@ async function registryDir(dirs: readonly string[], registry: string): Promise<s
 async function hostsFinding(registry: string, dirs: readonly string[], berthUrl: string, configureFix: string): Promise<Finding> {
   const check = 'hosts.berth';
   const dir = await registryDir(dirs, registry);
-  const file = path.join(dir ?? dirs[0] ?? '', 'hosts.toml');
+  const file = path.join(dir ?? path.join(dirs[0] ?? '', registry), 'hosts.toml');
   const text = dir === null ? null : await readText(file).catch(() => null);
   if (text === null) return finding('error', check, `${registry}: no ${file}: containerd pulls ${registry} images straight from the registry`, configureFix);
   let doc;
