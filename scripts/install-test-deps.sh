@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests start on loopback, from Debian's packages,
 # when they are missing: containerd (daemon + ctr), docker-registry (CNCF
-# Distribution 2.8) and skopeo. Needs root (or sudo). Safe to run again.
+# Distribution 2.8) and skopeo, plus openssl, systemd-analyze and python3-yaml
+# for the TLS and packaging checks. Needs root (or sudo). Safe to run again.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,10 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v tar >/dev/null 2>&1 || need+=(tar)
+# systemd-analyze verifies the unit file; python3-yaml checks the Kubernetes manifests.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
