@@ -107,9 +107,12 @@ usage or configuration.
         } catch (e) {
           throw new UsageError((e as Error).message);
         }
+        if (berthUrl.startsWith('https:') && values.ca === undefined) {
+          err('berth configure: berth serves HTTPS; unless its certificate is signed by a CA the node already trusts, pass --ca FILE (the CA that signed tls_cert_file) so containerd can verify it');
+        }
         plan = await planConfigure({
           hostsDir,
-          targets: config.upstreams.map((u) => ({ registry: u.registry, upstreamUrl: u.url })),
+          targets: config.upstreams.map((u) => ({ registry: u.registry, upstreamUrl: u.url, ...(u.caFile !== undefined ? { upstreamCa: u.caFile } : {}) })),
           berthUrl,
           noFallback: values['no-fallback'] ?? false,
           ...(values.ca !== undefined ? { ca: path.resolve(values.ca) } : {}),

@@ -55,6 +55,8 @@ export interface Target {
   registry: string;
   /** The upstream's URL: `server` of a new file, so containerd can still pull when berth cannot help. */
   upstreamUrl: string;
+  /** The upstream's ca_file, for the fallback `server`. */
+  upstreamCa?: string;
 }
 
 export interface ConfigureOptions {
@@ -105,7 +107,13 @@ async function planTarget(t: Target, opts: ConfigureOptions): Promise<FileChange
   const p = paths(opts.hostsDir, t.registry);
   const before = await readOrNull(p.file);
   const base = await baseDoc(p, before, opts);
-  const mergeOpts = { berthUrl: opts.berthUrl, noFallback: opts.noFallback, fallbackServer: t.upstreamUrl, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) };
+  const mergeOpts = {
+    berthUrl: opts.berthUrl,
+    noFallback: opts.noFallback,
+    fallbackServer: t.upstreamUrl,
+    ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+    ...(t.upstreamCa !== undefined ? { serverCa: t.upstreamCa } : {}),
+  };
   const { doc, notes } = mergeBerth(base, mergeOpts);
   const after = renderHostsToml(doc);
   const kind: ChangeKind = before === after ? 'unchanged' : before === null ? 'create' : 'update';

@@ -30,6 +30,7 @@ import { finding, type Finding } from './findings.js';
 import { endpoints, parseHostsToml, sameUrl } from './hosts-toml.js';
 import { berthLiveFinding, diskFinding, harborFinding, probeBerth, upstreamFindings } from './probes.js';
 import { resolveHostsDir } from './targets.js';
+import { clockSkewFinding, ownCertificateFinding, peerCertificateFindings, skipVerifyFindings } from './tls-checks.js';
 
 export interface DoctorContext {
   config: Config;
@@ -190,6 +191,10 @@ export async function runDoctor(opts: DoctorOptions): Promise<Finding[]> {
   findings.push(...(await strayFindings(dirs[0], new Set(opts.config.upstreams.map((u) => u.registry)), opts.berthUrl)));
   findings.push(...(await upstreams), ...(await harbor));
   findings.push(await diskFinding(opts.config));
+  findings.push(...(await ownCertificateFinding(opts.config)));
+  findings.push(...(await peerCertificateFindings(opts.config, timeoutMs)));
+  findings.push(...(await skipVerifyFindings(dirs)));
+  findings.push(...(await clockSkewFinding(opts.config, timeoutMs)));
   for (const check of opts.extraChecks ?? []) {
     try {
       findings.push(...(await check(ctx)));

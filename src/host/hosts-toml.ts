@@ -108,6 +108,8 @@ export interface MergeOptions {
   fallbackServer: string | undefined;
   /** `ca = …` on berth's host table (an HTTPS berth with a private CA). */
   ca?: string;
+  /** The upstream's private CA (its `ca_file`): containerd needs it to use the fallback `server`. */
+  serverCa?: string;
 }
 
 export interface MergeResult {
@@ -152,7 +154,13 @@ export function mergeBerth(existing: HostsDoc | null, opts: MergeOptions): Merge
   } else if (existing === null) {
     server = opts.fallbackServer;
   }
-  return { doc: { server, top: current.top, hosts: [berth, ...others] }, notes };
+  let top = current.top;
+  // A private-CA upstream kept as fallback: containerd must trust it too, or the fallback is dead.
+  if (opts.serverCa !== undefined && server !== undefined && opts.fallbackServer !== undefined && sameUrl(server, opts.fallbackServer) && !top.some(([k]) => k === 'ca')) {
+    top = [...top, ['ca', opts.serverCa]];
+    notes.push(`the fallback server is verified with ${opts.serverCa} (the upstream's ca_file)`);
+  }
+  return { doc: { server, top, hosts: [berth, ...others] }, notes };
 }
 
 export function renderHostsToml(doc: HostsDoc): string {

@@ -62,6 +62,8 @@ t.test('TLS both ways', async (t) => {
   await pushImage(img.layoutDir, 'v1', registry, 'library/app:v1', { creds: 'pusher:push-secret' });
   await pushImage(big.layoutDir, 'v1', registry, 'library/big:v1', { creds: 'pusher:push-secret' });
   const ctd = await startContainerd(t);
+  const expiredReg = await startRegistry(t, { token, tls: expiredLeaf });
+  const wrongNameReg = await startRegistry(t, { token, tls: wrongName });
 
   await t.test('a private-CA upstream trusted through ca_file', async (t) => {
     const berth = await startBerth(t, { upstreams: [{ registry: 'docker.io', url: registry.url, ca_file: ca.certFile }] });
@@ -80,7 +82,11 @@ t.test('TLS both ways', async (t) => {
   await t.test('berth on HTTPS, trusted by containerd through the hosts.toml ca, upstream on TLS too', async (t) => {
     t.match(httpsBerth.url, /^https:/);
     const hostsDir = path.join(work, 'hosts-b');
-    await writeHostsToml(hostsDir, 'docker.io', httpsBerth.url, { caFile: ca.certFile });
+    const conf = await httpsBerth.cli(['configure', 'containerd', '--hosts-dir', hostsDir, '--ca', ca.certFile]);
+    t.equal(conf.code, 0, conf.stderr);
+    const written = fs.readFileSync(path.join(hostsDir, 'docker.io', 'hosts.toml'), 'utf8');
+    t.match(written, new RegExp(`\\[host\\."${httpsBerth.url.replace(/[.]/g, '\\.')}"\\]`), 'berth named as an HTTPS host');
+    t.equal(written.split(`ca = "${ca.certFile}"`).length - 1, 2, "the CA written for berth's host and for the private-CA fallback server");
     const r = await ctd.pull('docker.io/library/app:v1', { hostsDir });
     t.equal(r.code, 0, `pull through HTTPS berth: ${r.stderr}`);
     await ctd.forget();
@@ -117,8 +123,6 @@ t.test('TLS both ways', async (t) => {
   });
 
   const failures: { name: string; upstream: { url: string; ca: string }; reason: RegExp }[] = [];
-  const expiredReg = await startRegistry(t, { token, tls: expiredLeaf });
-  const wrongNameReg = await startRegistry(t, { token, tls: wrongName });
   failures.push({ name: 'wrong CA', upstream: { url: registry.url, ca: otherCa.certFile }, reason: /verify|self.signed|issuer|certificate/i });
   failures.push({ name: 'expired certificate', upstream: { url: expiredReg.url, ca: ca.certFile }, reason: /expired/i });
   failures.push({ name: 'name mismatch', upstream: { url: wrongNameReg.url, ca: ca.certFile }, reason: /altname|does not match|IP: 127\.0\.0\.1 is not in the cert/i });
@@ -142,6 +146,36 @@ t.test('TLS both ways', async (t) => {
       t.ok(line?.certificate?.validTo, 'and its expiry');
     });
   }
+
+  await t.test('doctor names expiring, unknown-CA and wrong-name certificates, and skip_verify in hosts.toml', async (t) => {
+    const soon = await issueLeaf(ca, 'berth-soon', { ips: ['127.0.0.1'], days: 7 });
+    const hostsDir = path.join(work, 'hosts-doctor');
+    await writeHostsToml(hostsDir, 'docker.io', httpsBerth.url, { skipVerify: true });
+    const ctdConfig = path.join(work, 'containerd-doctor.toml');
+    fs.writeFileSync(ctdConfig, `version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "${hostsDir}"\n`);
+    const cfg = path.join(work, 'doctor.toml');
+    fs.writeFileSync(cfg, [
+      '[server]', `listen = "127.0.0.1:${httpsBerth.port}"`, `tls_cert_file = "${soon.certFile}"`, `tls_key_file = "${soon.keyFile}"`,
+      '[cache]', `dir = "${path.join(work, 'doctor-cache')}"`,
+      '[[upstream]]', 'registry = "docker.io"', `url = "${registry.url}"`, `ca_file = "${otherCa.certFile}"`, 'connect_timeout = "2s"',
+      '[[upstream]]', 'registry = "expired.test"', `url = "${expiredReg.url}"`, `ca_file = "${ca.certFile}"`, 'connect_timeout = "2s"',
+      '[[upstream]]', 'registry = "wrongname.test"', `url = "${wrongNameReg.url}"`, `ca_file = "${ca.certFile}"`, 'connect_timeout = "2s"',
+      '',
+    ].join('\n'));
+    const { execFile } = await import('node:child_process');
+    const r = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile(process.execPath, [path.resolve('dist/cli/main.js'), 'doctor', '--config', cfg, '--containerd-config', ctdConfig, '--json'], { timeout: 60_000 }, (e, stdout) => resolve({ code: e ? Number((e as { code?: number }).code ?? 1) : 0, stdout }));
+    });
+    t.equal(r.code, 1, 'errors found: exit 1');
+    const findings = JSON.parse(r.stdout) as { findings?: { level: string; check: string; what: string }[] } | { level: string; check: string; what: string }[];
+    const list = Array.isArray(findings) ? findings : findings.findings ?? [];
+    const has = (level: string, check: string, re: RegExp) => list.some((f) => f.level === level && f.check === check && re.test(f.what));
+    t.ok(has('warn', 'tls.berth', /expires in [1-7] days/), "berth's own certificate expiring within 14 days");
+    t.ok(has('error', 'tls.peer', /upstream docker\.io.*not signed by a CA berth trusts/), 'wrong CA');
+    t.ok(has('error', 'tls.peer', /upstream expired\.test.*expired/), 'expired certificate');
+    t.ok(has('error', 'tls.peer', /upstream wrongname\.test.*does not name 127\.0\.0\.1/), 'name mismatch');
+    t.ok(has('warn', 'hosts.skip_verify', /skips TLS verification/), 'skip_verify in hosts.toml');
+  });
 
   await t.test('no private key or password in logs, status or error bodies', async (t) => {
     const keyPem = fs.readFileSync(berthLeaf.keyFile, 'utf8');

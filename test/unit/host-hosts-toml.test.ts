@@ -127,3 +127,18 @@ t.test('unified diff', async (t) => {
   t.match(d, /@@ -1,6 \+1,6 @@\n l0\n l1\n-l2\n\+L2\n l3/, 'first hunk with context, deletion before addition');
   t.match(d, /@@ -15,6 \+15,6 @@/, 'a second hunk for the far change');
 });
+
+t.test("a private-CA upstream kept as fallback server gets its ca, berth's host its own", async (t) => {
+  const fresh = mergeBerth(null, { berthUrl: 'https://127.0.0.1:5050', noFallback: false, fallbackServer: 'https://harbor.example.com', ca: '/etc/berth/berth-ca.crt', serverCa: '/etc/berth/harbor-ca.crt' });
+  const text = renderHostsToml(fresh.doc);
+  const parsed = parseHostsToml(text, 'hosts.toml');
+  t.equal(parsed.server, 'https://harbor.example.com');
+  t.same(parsed.top, [['ca', '/etc/berth/harbor-ca.crt']], 'the server is verified with the upstream CA');
+  t.equal(parsed.hosts[0]?.table.ca, '/etc/berth/berth-ca.crt', "berth's host with berth's CA");
+  const again = mergeBerth(parsed, { berthUrl: 'https://127.0.0.1:5050', noFallback: false, fallbackServer: 'https://harbor.example.com', ca: '/etc/berth/berth-ca.crt', serverCa: '/etc/berth/harbor-ca.crt' });
+  t.equal(renderHostsToml(again.doc), text, 'idempotent');
+  const other = mergeBerth(parseHostsToml('server = "https://mirror.site"\n[host."https://mirror.site"]\n  capabilities = ["pull"]\n', 'x'), { berthUrl: 'https://127.0.0.1:5050', noFallback: false, fallbackServer: 'https://harbor.example.com', serverCa: '/etc/berth/harbor-ca.crt' });
+  t.same(other.doc.top, [], "someone else's server keeps its own settings");
+  const nf = mergeBerth(null, { berthUrl: 'https://127.0.0.1:5050', noFallback: true, fallbackServer: 'https://harbor.example.com', serverCa: '/etc/berth/harbor-ca.crt' });
+  t.same(nf.doc.top, [], 'no fallback: no server CA to write');
+});

@@ -1,0 +1,147 @@
+/**
+ * `berth doctor`'s TLS findings: berth's own certificate (expired, or
+ * expiring within 14 days), each HTTPS upstream's and Harbor's certificate
+ * as berth would verify it (unknown CA, name mismatch, expiry), skip_verify
+ * left on, a containerd hosts.toml that skips verification where a `ca`
+ * would do, and the node's clock against Harbor's (CVE allowlist expiry and
+ * offline_grace are judged by the node's clock).
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import type { Config } from '../config/types.js';
+import { finding, type Finding } from './findings.js';
+import { parseHostsToml } from './hosts-toml.js';
+
+const SOON_MS = 14 * 86_400_000;
+const DAY = 86_400_000;
+
+function expiryFinding(check: string, what: string, validTo: string, now: number, fix: string): Finding {
+  const end = Date.parse(validTo);
+  if (end <= now) return finding('error', check, `${what}: certificate expired on ${validTo}`, fix);
+  if (end - now < SOON_MS) return finding('warn', check, `${what}: certificate expires in ${Math.ceil((end - now) / DAY)} days (${validTo})`, fix);
+  return finding('ok', check, `${what}: certificate valid until ${validTo}`);
+}
+
+export async function ownCertificateFinding(config: Config, now = Date.now()): Promise<Finding[]> {
+  const file = config.server.tlsCertFile;
+  if (!file) return [];
+  try {
+    const x = new X509Certificate(await fs.readFile(file));
+    return [expiryFinding('tls.berth', `berth's certificate ${file} (${x.subject.replace(/\n/g, ', ')})`, x.validTo, now, 'renew it; berth picks up the new files without a restart')];
+  } catch (e) {
+    return [finding('error', 'tls.berth', `berth's certificate ${file} cannot be read (${(e as Error).message})`, 'fix [server] tls_cert_file')];
+  }
+}
+
+interface Peer {
+  authorized: boolean;
+  authorizationError: string | undefined;
+  nameError: string | undefined;
+  subject: string;
+  validTo: string;
+}
+
+/** Connects as berth would (system roots plus ca_file), without failing, to see why verification would fail. */
+async function inspect(url: URL, caFile: string | undefined, timeoutMs: number): Promise<Peer> {
+  const ca = caFile ? [...tls.rootCertificates, await fs.readFile(caFile, 'utf8')] : undefined;
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const servername = /^[\d.]+$|:/.test(host) ? undefined : host;
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host, port: Number(url.port || 443), rejectUnauthorized: false, timeout: timeoutMs, ...(ca ? { ca } : {}), ...(servername ? { servername } : {}) });
+    s.once('secureConnect', () => {
+      const cert = s.getPeerCertificate();
+      const nameErr = tls.checkServerIdentity(host, cert);
+      const subject = Object.entries(cert.subject ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(', ');
+      resolve({ authorized: s.authorized, authorizationError: s.authorizationError ? String(s.authorizationError) : undefined, nameError: nameErr?.message, subject, validTo: cert.valid_to });
+      s.destroy();
+    });
+    s.once('timeout', () => {
+      s.destroy();
+      reject(new Error(`no TLS answer within ${timeoutMs} ms`));
+    });
+    s.once('error', reject);
+  });
+}
+
+export async function peerCertificateFindings(config: Config, timeoutMs: number, now = Date.now()): Promise<Finding[]> {
+  const targets: { name: string; url: string; caFile: string | undefined; skipVerify: boolean; key: string }[] = config.upstreams.map((u) => ({ name: `upstream ${u.registry}`, url: u.url, caFile: u.caFile, skipVerify: u.skipVerify, key: 'upstream[].ca_file' }));
+  if (config.harbor) targets.push({ name: 'Harbor', url: config.harbor.url, caFile: config.harbor.caFile, skipVerify: config.harbor.skipVerify, key: '[harbor] ca_file' });
+  const out: Finding[] = [];
+  for (const t of targets) {
+    const url = new URL(t.url);
+    if (url.protocol !== 'https:') continue;
+    if (t.skipVerify) out.push(finding('warn', 'tls.skip_verify', `${t.name} (${t.url}): skip_verify is on, so berth cannot tell Harbor from an impostor`, `set ${t.key} to the CA that signed its certificate and turn skip_verify off`));
+    let peer: Peer;
+    try {
+      peer = await inspect(url, t.caFile, timeoutMs);
+    } catch {
+      // Reachability has its own finding; say nothing twice.
+      continue;
+    }
+    // Node folds the name check into `authorized` too: tell the two apart.
+    const nameProblem = peer.nameError ?? (peer.authorizationError === 'ERR_TLS_CERT_ALTNAME_INVALID' ? 'the name is not in its subjectAltName' : undefined);
+    if (!peer.authorized && !t.skipVerify && peer.authorizationError !== 'ERR_TLS_CERT_ALTNAME_INVALID') {
+      const reason = peer.authorizationError ?? 'not trusted';
+      if (reason === 'CERT_HAS_EXPIRED') out.push(finding('error', 'tls.peer', `${t.name}: its certificate (${peer.subject}) expired on ${peer.validTo}`, 'renew the certificate on that server'));
+      else out.push(finding('error', 'tls.peer', `${t.name}: its certificate (${peer.subject}) is not signed by a CA berth trusts (${reason})`, `set ${t.key} to the CA that signed it${t.caFile ? ` (${t.caFile} is not that CA)` : ''}`));
+      continue;
+    }
+    if (nameProblem && !t.skipVerify) {
+      out.push(finding('error', 'tls.peer', `${t.name}: its certificate (${peer.subject}) does not name ${url.hostname}: ${nameProblem}`, `reach it by a name the certificate carries, or reissue the certificate with ${url.hostname} in its subjectAltName`));
+      continue;
+    }
+    out.push(expiryFinding('tls.peer', `${t.name} (${peer.subject})`, peer.validTo, now, 'renew the certificate on that server'));
+  }
+  return out;
+}
+
+/** hosts.toml files that turn verification off where a `ca` would do. */
+export async function skipVerifyFindings(dirs: readonly string[]): Promise<Finding[]> {
+  const out: Finding[] = [];
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = await fs.readdir(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names.sort()) {
+      const file = path.join(dir, name, 'hosts.toml');
+      let text: string;
+      try {
+        text = await fs.readFile(file, 'utf8');
+      } catch {
+        continue;
+      }
+      try {
+        const doc = parseHostsToml(text, file);
+        const skipped = [...doc.hosts.filter((h) => h.table.skip_verify === true).map((h) => h.url), ...(doc.top.some(([k, v]) => k === 'skip_verify' && v === true) ? [doc.server ?? 'server'] : [])];
+        for (const u of skipped) out.push(finding('warn', 'hosts.skip_verify', `${name}: ${file} skips TLS verification for ${u}`, `replace skip_verify = true with ca = "<the CA file>" (berth configure containerd --ca FILE writes it for berth)`));
+      } catch {
+        // a broken file is reported by the hosts.toml check
+      }
+    }
+  }
+  return out;
+}
+
+/** The node's clock against Harbor's Date header: policy expiry is judged by this node's clock. */
+export async function clockSkewFinding(config: Config, timeoutMs: number): Promise<Finding[]> {
+  if (!config.harbor) return [];
+  try {
+    const started = Date.now();
+    const res = await fetch(new URL('/api/v2.0/ping', config.harbor.url), { signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+    const date = res.headers.get('date');
+    if (!date) return [];
+    const skew = Date.parse(date) - (started + Date.now()) / 2;
+    if (Math.abs(skew) > 60_000) {
+      return [finding('warn', 'harbor.clock', `this node's clock is ${Math.round(Math.abs(skew) / 1000)} s ${skew > 0 ? 'behind' : 'ahead of'} Harbor's: CVE allowlist expiry and offline_grace are judged by it`, 'run NTP (systemd-timesyncd or chrony) on the node')];
+    }
+    return [finding('ok', 'harbor.clock', `clock within ${Math.max(1, Math.round(Math.abs(skew) / 1000))} s of Harbor's`)];
+  } catch {
+    return [];
+  }
+}
