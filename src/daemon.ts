@@ -76,11 +76,13 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   logger.info({ url, cacheDir: layout.root, upstreams: config.upstreams.map((u) => u.registry) }, 'berth is serving');
   // Over max_size already (max_size lowered, or a cache carried over): trim in the background.
   rt.evictor.schedule(0);
+  const configured = config.prefetch.map((p) => ({ image: p.image, platforms: p.platforms.length > 0 ? p.platforms.map(parsePlatform) : [hostPlatform()] }));
   const prefetch = schedulePrefetch(
     mirror,
     index,
     logger,
-    config.prefetch.map((p) => ({ image: p.image, platforms: p.platforms.length > 0 ? p.platforms.map(parsePlatform) : [hostPlatform()] })),
+    // The [[prefetch]] list, plus what Harbor marks for the site, asked anew each run.
+    async () => [...configured, ...(rt.gate ? (await rt.gate.markedImages()).map((image) => ({ image, platforms: [hostPlatform()] })) : [])],
     config.cache.prefetchIntervalMs,
   );
 

@@ -138,14 +138,14 @@ export function schedulePrefetch(
   mirror: Mirror,
   index: Index,
   logger: Logger,
-  list: readonly { image: string; platforms: Platform[] }[],
+  list: () => Promise<readonly { image: string; platforms: Platform[] }[]>,
   intervalMs: number,
 ): { stop(): void; runNow(): Promise<void> } {
   const queue = new PQueue({ concurrency: 1 });
   let timer: NodeJS.Timeout | null = null;
   let stopped = false;
   const runOnce = async () => {
-    for (const item of list) {
+    for (const item of await list()) {
       if (stopped) return;
       try {
         await prefetchImage(mirror, index, logger, item.image, { platforms: item.platforms, allPlatforms: false, concurrency: 2, pin: true });
@@ -155,7 +155,7 @@ export function schedulePrefetch(
     }
   };
   const runNow = () => (queue.size > 0 ? queue.onIdle() : queue.add(runOnce));
-  if (list.length > 0 && intervalMs > 0) {
+  if (intervalMs > 0) {
     void runNow();
     timer = setInterval(() => void runNow(), intervalMs);
     timer.unref();

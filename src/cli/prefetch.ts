@@ -14,7 +14,9 @@ Resolves each image (a tag or a digest; docker.io is assumed without a
 registry), fetches every manifest and blob of the chosen platforms into the
 cache with bounded concurrency, and pins the image so eviction keeps it.
 With no IMAGE: the [[prefetch]] list of the configuration, each with its own
-platforms. Works while the daemon runs on the same cache.
+platforms, plus the images Harbor marks for the site ([harbor]
+prefetch_labels, and its projects' enabled preheat policies). Works while the
+daemon runs on the same cache.
 
 Options:
   --platform P      a platform to fetch from an index (repeatable; default:
@@ -34,11 +36,14 @@ Exit 0 when every image was fetched, 1 if any failed (the others still are).
     const config = configFrom(values.config);
     const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError('--concurrency takes a whole number from 1 to 64');
-    const jobs = positionals.length > 0
-      ? positionals.map((image) => ({ image, platforms: platformsFrom(values.platform) }))
-      : config.prefetch.map((p) => ({ image: p.image, platforms: platformsFrom(values.platform, p.platforms) }));
-    if (jobs.length === 0) throw new UsageError('no IMAGE given and no [[prefetch]] in the configuration');
     return withRuntime(config, values.verbose === true, async (rt) => {
+      const jobs = positionals.length > 0
+        ? positionals.map((image) => ({ image, platforms: platformsFrom(values.platform) }))
+        : [
+            ...config.prefetch.map((p) => ({ image: p.image, platforms: platformsFrom(values.platform, p.platforms) })),
+            ...(rt.gate ? await rt.gate.markedImages() : []).map((image) => ({ image, platforms: platformsFrom(values.platform) })),
+          ];
+      if (jobs.length === 0) throw new UsageError('no IMAGE given, no [[prefetch]] in the configuration, and nothing Harbor marks for this site');
       const results: (PrefetchResult | { image: string; error: string })[] = [];
       for (const job of jobs) {
         const progress = new Progress();

@@ -61,6 +61,8 @@ export const DEFAULTS = deepFreeze({
     sync_interval: '5m',
     offline_grace: '72h',
     on_expired: 'deny',
+    prefetch_labels: [] as string[],
+    prefetch_preheat: true,
   },
   /** Keys every [[prefetch]] gets unless it sets them: the node's own platform. */
   prefetchKeys: {

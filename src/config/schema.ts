@@ -22,6 +22,8 @@ export const TABLE_SECTIONS = {
     sync_interval: 'duration',
     offline_grace: 'duration',
     on_expired: 'string',
+    prefetch_labels: 'list',
+    prefetch_preheat: 'bool',
   },
 } as const satisfies Record<string, Keys>;
 

@@ -69,6 +69,8 @@ export function buildHarbor(f: Fields): HarborConfig {
     ...credentials(f),
     skipVerify: f.bool('skip_verify'),
     projects: f.list('projects').map((p) => f.checked('projects', p, checkProjectName)),
+    prefetchLabels: f.list('prefetch_labels'),
+    prefetchPreheat: f.bool('prefetch_preheat'),
     syncIntervalMs: f.duration('sync_interval', TIMER),
     // Compared with timestamps, never given to a timer, so no timer limit.
     offlineGraceMs: f.duration('offline_grace', { positive: true }),

@@ -38,6 +38,10 @@ export interface HarborConfig {
   syncIntervalMs: number;
   offlineGraceMs: number;
   onExpired: 'deny' | 'allow';
+  /** Artifacts carrying any of these Harbor labels are prefetched and pinned. */
+  prefetchLabels: string[];
+  /** Also prefetch what the projects' enabled P2P preheat policies select (filters evaluated locally). */
+  prefetchPreheat: boolean;
 }
 
 export interface PrefetchConfig {

@@ -22,8 +22,8 @@ import { isValidName, isValidTag } from '../oci/paths.js';
 import { createDispatcher } from '../upstream/dispatcher.js';
 import { HarborError, toHarborError } from './errors.js';
 import { REPORT_MIME_ORDER } from './types.js';
-import type { HarborAccessory, HarborArtifact, HarborCveAllowlist, HarborProject, HarborRepository, HarborVulnerabilityReport } from './types.js';
-import { parseAccessory, parseAllowlist, parseArtifact, parseProject, parseRepository, parseVulnerabilityReports } from './wire.js';
+import type { HarborAccessory, HarborArtifact, HarborCveAllowlist, HarborPreheatPolicy, HarborProject, HarborRepository, HarborVulnerabilityReport } from './types.js';
+import { parseAccessory, parseAllowlist, parseArtifact, parsePreheatPolicy, parseProject, parseRepository, parseVulnerabilityReports } from './wire.js';
 import { pickReportMime } from './normalise.js';
 
 export interface HarborClientOptions {
@@ -77,6 +77,8 @@ export interface HarborClient {
   getArtifact(project: string, repository: string, reference: string, opts?: ArtifactQuery): Promise<HarborArtifact>;
   listArtifacts(project: string, repository: string, opts?: ArtifactListQuery): Promise<HarborArtifact[]>;
   listAccessories(project: string, repository: string, reference: string, call?: CallOptions): Promise<HarborAccessory[]>;
+  /** P2P preheat policies of a project (filters decoded from Harbor's JSON strings). */
+  listPreheatPolicies(project: string, call?: CallOptions): Promise<HarborPreheatPolicy[]>;
   /** The report Harbor's pull check would judge, or null when Harbor has none. */
   getVulnerabilities(project: string, repository: string, digest: string, call?: CallOptions): Promise<VulnerabilityAnswer | null>;
   /**
@@ -365,6 +367,10 @@ export function createHarborClient(opts: HarborClientOptions): HarborClient {
       if (o.q !== undefined) q.set('q', o.q);
       if (o.sort !== undefined) q.set('sort', o.sort);
       return listAll(artifactPath(project, repository), q, parseArtifact, o, vulnHeaders);
+    },
+
+    async listPreheatPolicies(project, call) {
+      return listAll(`/projects/${projectSegment(project)}/preheat/policies`, new URLSearchParams(), parsePreheatPolicy, call);
     },
 
     async listAccessories(project, repository, reference, call) {

@@ -19,6 +19,7 @@ import { decide } from './enforce.js';
 import { normaliseProject } from './normalise.js';
 import { fetchArtifactFacts, syncPolicies, withArtifact, type SyncResult } from './sync.js';
 import { SnapshotStore } from './snapshot-store.js';
+import { markedImages } from './prefetch-list.js';
 import { CredentialCache } from './credentials.js';
 import { splitHarborName, type ArtifactRef, type PolicySnapshot } from './types.js';
 
@@ -83,6 +84,25 @@ export class HarborGate implements PolicyGate {
     if (this.harborRegistries.has(registry)) return splitHarborName(repository);
     const proxy = this.viaProject.get(registry);
     return proxy ? { project: proxy, repository } : null;
+  }
+
+  /** The upstream registry name Harbor's own content is fetched under, if one is configured. */
+  harborRegistry(): string | undefined {
+    return [...this.harborRegistries][0];
+  }
+
+  /** Images Harbor marks for this site (labels, preheat policies); [] when none apply or Harbor is away. */
+  async markedImages(): Promise<string[]> {
+    const h = this.opts.harbor;
+    const registry = this.harborRegistry();
+    if (!registry || (h.prefetchLabels.length === 0 && !h.prefetchPreheat)) return [];
+    try {
+      return await markedImages(this.client, { registry, projects: h.projects, labels: h.prefetchLabels, preheat: h.prefetchPreheat }, this.opts.logger);
+    } catch (err) {
+      this.noteUnreachable(err);
+      this.opts.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'cannot list the images Harbor marks for prefetch');
+      return [];
+    }
   }
 
   governs(registry: string, repository: string): boolean {

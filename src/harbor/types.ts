@@ -51,6 +51,13 @@ export interface HarborTag {
   push_time?: string;
 }
 
+/** A P2P preheat policy with its JSON-string `filters` already decoded. */
+export interface HarborPreheatPolicy {
+  name: string;
+  enabled: boolean;
+  filters: { type: string; value: unknown }[];
+}
+
 export interface HarborLabel {
   id: number;
   name: string;

@@ -5,7 +5,7 @@
  * thing answering is not the Harbor API we know), reported with its path.
  */
 import { HarborError } from './errors.js';
-import type {
+import type { HarborPreheatPolicy,
   HarborAccessory,
   HarborArtifact,
   HarborCveAllowlist,
@@ -247,4 +247,24 @@ export function parseVulnerabilityReports(v: unknown, where = 'vulnerabilities')
     out[mime] = report;
   }
   return out;
+}
+
+/** A preheat policy; `filters` arrives as a JSON string (harbor-api.md §5). A filter list that does not parse matches nothing. */
+export function parsePreheatPolicy(v: unknown, where = 'preheat policy'): HarborPreheatPolicy {
+  const o = obj(v, where);
+  const name = reqStr(o, 'name', where);
+  const enabled = o.enabled === true;
+  let filters: HarborPreheatPolicy['filters'] = [];
+  const raw = o.filters;
+  try {
+    const parsed: unknown = typeof raw === 'string' ? JSON.parse(raw) : raw;
+    if (Array.isArray(parsed)) {
+      filters = parsed
+        .filter((f): f is { type: string; value: unknown } => typeof f === 'object' && f !== null && typeof (f as { type?: unknown }).type === 'string')
+        .map((f) => ({ type: f.type, value: f.value }));
+    }
+  } catch {
+    return { name, enabled: false, filters: [] };
+  }
+  return { name, enabled, filters };
 }

@@ -28,6 +28,7 @@ const ROBOT_ACCESS = [
   ['artifact-addition', 'read'],
   ['accessory', 'list'],
   ['tag', 'list'],
+  ['preheat-policy', 'list'],
 ].map(([resource, action]) => ({ resource: resource!, action: action! }));
 
 /** A manifest GET straight from the simulator, with its token flow: Harbor's own answer. */
@@ -78,7 +79,7 @@ t.test('Harbor policy and private projects, online and offline, with real contai
 
   const pw = path.join(work, 'robot.password');
   fs.writeFileSync(pw, 'Robot-Secret-1\n', { mode: 0o600 });
-  const harborCfg = { url: sim.url, username: 'robot$edge-sync', password_file: pw, sync_interval: '1h', offline_grace: '72h', on_expired: 'deny' };
+  const harborCfg = { url: sim.url, username: 'robot$edge-sync', password_file: pw, sync_interval: '1h', offline_grace: '72h', on_expired: 'deny', prefetch_labels: ['edge-site'] };
   const berth = await startBerth(t, {
     upstreams: [{ registry: sim.host, url: sim.url, username: 'robot$edge-sync', password_file: pw }],
     extra: { harbor: harborCfg },
@@ -95,6 +96,15 @@ t.test('Harbor policy and private projects, online and offline, with real contai
     const s = JSON.parse(r.stdout) as { projects: number; hash: string };
     t.ok(s.projects >= 2);
     t.match(s.hash, /^sha256:[a-f0-9]{64}$|^[a-f0-9]{64}$/);
+  });
+
+  await t.test('berth prefetch with no argument takes what Harbor marks: a label, a preheat policy', async (t) => {
+    sim.setLabels('edge', 'clean', clean, ['edge-site']);
+    sim.setPreheatPolicies('edge', [{ id: 1, name: 'edge-hot', project_id: 1, provider_id: 1, enabled: true, filters: JSON.stringify([{ type: 'repository', value: 'lat*' }, { type: 'tag', value: 'v*' }]), trigger: JSON.stringify({ type: 'manual', trigger_setting: {} }) }]);
+    const r = await berth.cli(['prefetch', '--json']);
+    t.equal(r.code, 0, r.stderr);
+    const images = (JSON.parse(r.stdout) as { image: string }[]).map((x) => x.image).sort();
+    t.same(images, [`${sim.host}/edge/clean:v1`, `${sim.host}/edge/later:v1`], 'the labelled image and the one the preheat policy selects');
   });
 
   await t.test("a vulnerable image is refused with Harbor's message; a clean one pulls", async (t) => {
