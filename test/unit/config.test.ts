@@ -143,6 +143,8 @@ projects = ["edge", "dockerhub-proxy"]
 sync_interval = "30s"
 offline_grace = "2d"
 on_expired = "allow"
+prefetch_labels = ["edge-site"]
+prefetch_preheat = false
 
 [[prefetch]]
 image = "nginx:1.27"
@@ -195,6 +197,8 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
       syncIntervalMs: 30_000,
       offlineGraceMs: 2 * 86_400_000,
       onExpired: 'allow',
+      prefetchLabels: ['edge-site'],
+      prefetchPreheat: false,
     },
     prefetch: [
       { image: 'docker.io/library/nginx:1.27', platforms: ['linux/amd64', 'linux/arm64/v8'] },
