@@ -11,6 +11,8 @@ npx tsc --noEmit -p tsconfig.json
 npm run --silent build
 
 if [ $# -gt 0 ]; then
-  exec npx tap "$@"
+  # A subset cannot cover the whole tree: no coverage thresholds for it.
+  exec npx tap --allow-incomplete-coverage "$@"
 fi
-exec npx tap test/unit test/harness-selftest test/e2e
+# The whole suite must keep covering the code it ships (about 96% of lines today).
+exec npx tap --statements=85 --lines=85 --functions=85 --branches=75 test/unit test/harness-selftest test/e2e
