@@ -4,6 +4,7 @@
  * must. Handlers never know which it was, except through `source`.
  */
 import type { Logger } from 'pino';
+import { LRUCache } from 'lru-cache';
 import { canonicalRepository } from '../oci/paths.js';
 import { OciError } from '../oci/errors.js';
 import type { Index } from '../store/index-db.js';
@@ -73,6 +74,7 @@ export class Mirror {
     const access = { registry: client.registry, repository, credentials: t.credentials ?? null };
     // Who may read comes first: a private tag is not even resolved for a stranger.
     await gate?.authorize(access);
+    if (o.byDigest && this.opts.index.hasManifest(reference)) await this.requireLink(client, repository, reference, 'manifest', t.reqId);
     const r = await this.manifests.get({ client, repository, reference, byDigest: o.byDigest, head: o.head, accept: o.accept, ...(t.reqId ? { reqId: t.reqId } : {}) });
     await gate?.checkManifest({ ...access, digest: r.digest });
     return { ...r, registry: client.registry, repository };
@@ -81,28 +83,37 @@ export class Mirror {
   async blob(t: Target, digest: string, o: { head: boolean }): Promise<BlobHandle> {
     const { client, repository } = this.locate(t);
     const gate = this.opts.gate?.governs(client.registry, repository) ? this.opts.gate : null;
-    if (gate) {
-      await gate.authorize({ registry: client.registry, repository, credentials: t.credentials ?? null });
-      await this.requireLink(client, repository, digest, t.reqId);
-    }
+    await gate?.authorize({ registry: client.registry, repository, credentials: t.credentials ?? null });
+    if (this.opts.index.getBlob(digest)) await this.requireLink(client, repository, digest, 'blob', t.reqId);
     return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}) });
   }
 
+  /** (registry, repository, digest) triples known to be linked: the hot path skips the index. */
+  private readonly linked = new LRUCache<string, true>({ max: 100_000 });
+
   /**
-   * Governed content is served per repository, as Harbor does: a blob cached
-   * through one repository is not handed out under another (a private blob
-   * must not leak through a public path) until the upstream confirms that
-   * repository has it too.
+   * Cached content is served per repository, as a registry does: content
+   * cached through one repository (or one upstream) is not handed out under
+   * another — a private layer must not leak through a public path, nor
+   * through an upstream whose credentials would be refused — until that
+   * upstream confirms, with a HEAD and its own credentials, that the
+   * repository has it too. Offline, such a request is refused (503).
    */
-  private async requireLink(client: ReturnType<Upstreams['resolve']>, repository: string, digest: string, reqId?: string): Promise<void> {
-    if (!this.opts.index.getBlob(digest) || this.opts.index.isLinked(client.registry, repository, digest)) return;
+  private async requireLink(client: ReturnType<Upstreams['resolve']>, repository: string, digest: string, kind: 'blob' | 'manifest', reqId?: string): Promise<void> {
+    const key = `${client.registry}\0${repository}\0${digest}`;
+    if (this.linked.has(key)) return;
+    if (this.opts.index.isLinked(client.registry, repository, digest)) {
+      this.linked.set(key, true);
+      return;
+    }
     try {
-      const head = await client.headBlob(repository, digest, reqId ? { reqId } : {});
-      if (!head) throw new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+      const found = kind === 'blob' ? await client.headBlob(repository, digest, reqId ? { reqId } : {}) : await client.headManifest(repository, digest, reqId ? { reqId } : {});
+      if (!found) throw new OciError(kind === 'blob' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', `${kind} unknown to registry`, { digest });
     } catch (err) {
       throw toClientError(err);
     }
     this.opts.index.link(client.registry, repository, digest);
+    this.linked.set(key, true);
   }
 
   /** tags/list from the upstream; offline, the tags berth has seen. */

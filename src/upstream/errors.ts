@@ -52,6 +52,10 @@ const TLS_CODES = new Set([
 ]);
 
 const PROTOCOL_CODES = new Set([
+  // undici's redirect handler: "Redirect loop detected", or more hops than allowed. The upstream
+  // answered, badly: a 502, and no count against the circuit breaker.
+  'UND_ERR_INVALID_ARG',
+  'UND_ERR_MAX_REDIRECTIONS',
   'HPE_INVALID_CONSTANT',
   'UND_ERR_HEADERS_OVERFLOW',
   'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
@@ -113,6 +117,11 @@ export function isTransientReset(err: unknown): boolean {
  * The first `{"errors":[{code,message}]}` entry of an upstream error body, for
  * operators reading logs. Registries put no request secrets in these bodies.
  */
+/**
+ * The OCI error code of an upstream's error body ("MANIFEST_UNKNOWN"), and
+ * nothing else: an upstream's message text is not relayed to clients or
+ * logs, because an upstream may echo back what it was sent (a token).
+ */
 export function describeErrorBody(body: Buffer): string {
   if (body.length === 0) return '';
   try {
@@ -120,9 +129,8 @@ export function describeErrorBody(body: Buffer): string {
     if (parsed && typeof parsed === 'object' && 'errors' in parsed && Array.isArray(parsed.errors)) {
       const first: unknown = parsed.errors[0];
       if (first && typeof first === 'object') {
-        const { code, message } = first as { code?: unknown; message?: unknown };
-        const text = [code, message].filter((v) => typeof v === 'string' && v !== '').join(': ');
-        return text.slice(0, 200);
+        const { code } = first as { code?: unknown };
+        if (typeof code === 'string' && /^[A-Z_]{1,64}$/.test(code)) return code;
       }
     }
   } catch {

@@ -19,11 +19,8 @@ import { startBerth } from '../harness/berth.js';
 import { tempDirFor } from '../harness/procs.js';
 import { fetchOnce, startFaultProxy, type Fetched } from '../harness/fault-proxy.js';
 
-const BUG_UNLINKED =
-  'bug: cache hits ignore the links table (which registry and repository content was fetched through): a cached blob or manifest is served by digest under any ns and any repository, so private content leaks across upstreams and repositories';
-
-const BUG_ECHO =
-  "bug (hardening): the upstream's error message (describeErrorBody, up to 200 characters) goes verbatim into client error details and logs, so an upstream that echoes the credential it was sent shows it to every client";
+// Regressions guarded here: cache hits once ignored the links table (content served by digest under any
+// ns and any repository), and an upstream's error text once went verbatim into client details and logs.
 
 t.test('no credential or token ever leaves berth', async (t) => {
   const password = `pw-${randomBytes(12).toString('hex')}`;
@@ -79,11 +76,11 @@ t.test('no credential or token ever leaves berth', async (t) => {
     // Content berth fetched with one upstream's credentials, asked for through an upstream whose credentials fail,
     // or through a repository that does not hold it: the upstream would refuse both.
     const crossNs = await get('cached private blob through the failing upstream', `/v2/private/app/blobs/${layer}?ns=bad.example`);
-    t.ok(refused(crossNs), `a cached private blob through an upstream that refuses berth: refused (${crossNs.status})`, { todo: BUG_UNLINKED });
+    t.ok(refused(crossNs), `a cached private blob through an upstream that refuses berth: refused (${crossNs.status})`);
     const crossRepo = await get('cached private blob through another repository', `/v2/library/public/blobs/${layer}?ns=docker.io`);
-    t.ok(crossRepo.status === 404 || refused(crossRepo), `a cached private blob through another repository: not served (${crossRepo.status})`, { todo: BUG_UNLINKED });
+    t.ok(crossRepo.status === 404 || refused(crossRepo), `a cached private blob through another repository: not served (${crossRepo.status})`);
     const crossManifest = await get('cached private manifest through another repository', `/v2/library/public/manifests/${priv.manifestDigest}?ns=docker.io`);
-    t.ok(crossManifest.status === 404 || refused(crossManifest), `a cached private manifest through another repository: not served (${crossManifest.status})`, { todo: BUG_UNLINKED });
+    t.ok(crossManifest.status === 404 || refused(crossManifest), `a cached private manifest through another repository: not served (${crossManifest.status})`);
 
     const scope = await get('refused scope', '/v2/secret/app/manifests/v1?ns=docker.io');
     t.ok(refused(scope), `a scope the token server refuses: a clean refusal (${scope.status})`);
@@ -159,6 +156,6 @@ t.test('no credential or token ever leaves berth', async (t) => {
     for (const [where, text] of places) for (const [what, secret] of secrets) if (text.includes(secret)) leaks.push(`${what} in ${where}`);
     t.same(leaks.filter((l) => !l.startsWith('the last 48')), [], 'no secret in logs, metrics, command output or any answer');
     // Only the echoing upstream puts a token fragment into an answer; berth should not pass it on.
-    t.same(leaks.filter((l) => l.startsWith('the last 48')), [], 'a credential the upstream echoes in its error is not relayed', { todo: BUG_ECHO });
+    t.same(leaks.filter((l) => l.startsWith('the last 48')), [], 'a credential the upstream echoes in its error is not relayed');
   });
 });

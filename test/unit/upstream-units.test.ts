@@ -102,9 +102,10 @@ t.test('toUpstreamError maps by code', async (t) => {
   t.notOk(isTransientReset(toUpstreamError(withCode('ECONNREFUSED'), 'r')));
 });
 
-t.test('describeErrorBody reads the OCI envelope only', async (t) => {
+t.test('describeErrorBody reads the OCI envelope only, and only its code', async (t) => {
   const body = Buffer.from(JSON.stringify({ errors: [{ code: 'DENIED', message: 'requested access to the resource is denied' }] }));
-  t.equal(describeErrorBody(body), 'DENIED: requested access to the resource is denied');
+  t.equal(describeErrorBody(body), 'DENIED', "the code only: an upstream's text may echo a token");
+  t.equal(describeErrorBody(Buffer.from(JSON.stringify({ errors: [{ code: 'Bearer abc.def', message: 'x' }] }))), '', 'a code that is not a code is dropped');
   t.equal(describeErrorBody(Buffer.from('<html>gateway</html>')), '');
   t.equal(describeErrorBody(Buffer.alloc(0)), '');
 });
