@@ -4,6 +4,7 @@
  * Config. CLI commands run beside a live daemon on the same cache (SQLite
  * WAL takes care of the index), so only the daemon cleans tmp/ at start.
  */
+import fsp from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { viaHarborProject } from './upstream/via-harbor.js';
@@ -68,20 +69,43 @@ function upstreamClient(u: UpstreamConfig, logger: Logger, metrics?: Metrics): R
   return createRegistryClient(opts);
 }
 
+/** Free bytes on the filesystem holding `dir` for an unprivileged writer, or null when it cannot be told. */
+async function freeBytes(dir: string): Promise<number | null> {
+  try {
+    const st = await fsp.statfs(dir);
+    return st.bavail * st.bsize;
+  } catch {
+    return null;
+  }
+}
+
 export async function openRuntime(config: Config, logger: Logger, opts: { daemon: boolean }): Promise<Runtime> {
   const layout = new Layout(config.cache.dir);
   const files = new BlobFiles(layout);
   const removed = await files.init({ cleanTmp: opts.daemon });
   if (removed > 0) logger.info({ removed }, 'removed leftovers of interrupted writes');
-  const index = new Index(layout.indexFile);
+  const index = new Index(layout.indexFile, {
+    onBackgroundError: (err) => logger.warn({ code: (err as { code?: unknown }).code, err: (err as Error).message }, 'could not write batched index updates (disk full?); will retry'),
+  });
   const metrics = new Metrics({ cacheStats: () => index.stats(), defaultMetrics: opts.daemon });
   if (opts.daemon) {
     for (const u of config.upstreams) if (u.skipVerify) logger.warn({ upstream: u.registry }, 'TLS verification is OFF for this upstream (skip_verify)');
   }
   const upstreams = new Upstreams(createUpstreamClients(config, logger, metrics));
+  // Free space the disk must keep beyond a blob: SQLite's WAL and the index need room to write.
+  const RESERVE = 4 * 1024 * 1024;
+  let evictorRef: Evictor | null = null;
+  const ensureRoom = async (bytes: number): Promise<boolean> => {
+    const free = await freeBytes(layout.tmpDir);
+    if (free === null || free >= bytes + RESERVE) return true;
+    await evictorRef?.freeBytes(bytes + RESERVE - free);
+    const after = await freeBytes(layout.tmpDir);
+    return after === null || after >= bytes + RESERVE;
+  };
   const gate = config.harbor ? new HarborGate({ harbor: config.harbor, upstreams: config.upstreams, index, logger: logger.child({ module: 'harbor' }), metrics }) : null;
   const mirror = new Mirror({
     gate,
+    ensureRoom,
     index,
     files,
     upstreams,
@@ -91,6 +115,7 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
     serveStale: config.cache.serveStale,
   });
   const evictor = new Evictor(index, files, logger, { maxBytes: config.cache.maxSizeBytes, isBusy: (d) => mirror.blobs.isBusy(d), metrics });
+  evictorRef = evictor;
   mirror.blobs.onCommitted = () => evictor.schedule();
   let closed = false;
   return {

@@ -12,6 +12,7 @@ import { OciError } from '../oci/errors.js';
 import type { RegistryClient } from '../upstream/types.js';
 import { Fill, errText } from './fill.js';
 import { toClientError } from './errors.js';
+import { NoRoomError, passThrough } from './passthrough.js';
 
 export type BlobSourceKind = 'cache' | 'upstream' | 'coalesced';
 
@@ -45,7 +46,7 @@ export class BlobCache {
     private readonly files: BlobFiles,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-    private readonly opts: { maxResumes: number },
+    private readonly opts: { maxResumes: number; ensureRoom?: (bytes: number) => Promise<boolean> },
   ) {}
 
   async get(req: BlobRequest): Promise<BlobHandle> {
@@ -71,6 +72,7 @@ export class BlobCache {
         throw new OciError('BLOB_UNKNOWN');
       }
     } catch (err) {
+      if (err instanceof NoRoomError) return this.uncached(req, err);
       this.metrics.cacheResult('blob', err instanceof OciError && err.status === 404 ? 'not_found' : 'error');
       throw toClientError(err);
     }
@@ -109,9 +111,43 @@ export class BlobCache {
     try {
       await fill.done;
     } catch (err) {
+      if (err instanceof NoRoomError) throw new OciError('UNAVAILABLE', err.message, { reason: 'ENOSPC' });
       throw toClientError(err);
     }
     return { size: fill.size ?? fill.written, fetched: true };
+  }
+
+  /** The disk cannot hold this blob: this client gets it straight from the upstream, verified, uncached. */
+  private async uncached(req: BlobRequest, why: NoRoomError): Promise<BlobHandle> {
+    this.logger.warn({ digest: req.digest, size: why.size, code: 'ENOSPC' }, 'no room in the cache for this blob even after eviction: streaming it from the upstream uncached');
+    let answer: Awaited<ReturnType<RegistryClient['getBlob']>>;
+    try {
+      answer = await req.client.getBlob(req.repository, req.digest, req.reqId ? { reqId: req.reqId } : {});
+    } catch (err) {
+      this.metrics.cacheResult('blob', 'error');
+      throw toClientError(err);
+    }
+    if (!answer) throw new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: req.digest });
+    if (answer.status !== 200 || answer.size === undefined) {
+      answer.body.destroy();
+      throw new OciError('UNAVAILABLE', 'the cache disk is full and the upstream did not say how long this blob is', { reason: 'ENOSPC' });
+    }
+    this.metrics.cacheResult('blob', 'miss');
+    const body = answer;
+    const size = answer.size;
+    let opened = false;
+    return {
+      digest: req.digest,
+      size,
+      source: 'upstream',
+      open: (start, end) => {
+        opened = true;
+        return passThrough(body, req.digest, size, start, end);
+      },
+      release: () => {
+        if (!opened) body.body.destroy();
+      },
+    };
   }
 
   /** A verified blob on disk. The fd is opened now so eviction cannot race the answer. */
@@ -182,6 +218,7 @@ export class BlobCache {
         fetch: (d, offset, signal) => client.getBlob(repository, d, { offset, signal, reqId: req.reqId }),
       },
       onBytes: (n) => this.metrics.upstreamBytes.inc({ upstream: registry }, n),
+      ...(this.opts.ensureRoom ? { ensureRoom: this.opts.ensureRoom } : {}),
       onCommitted: (d, size) => {
         this.index.putBlob(d, size);
         this.index.link(registry, repository, d);

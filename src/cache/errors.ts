@@ -37,5 +37,9 @@ export function toClientError(err: unknown): OciError {
         return new OciError('BAD_GATEWAY', `upstream ${err.registry} answered badly`, detail);
     }
   }
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'ENOSPC' || code === 'SQLITE_FULL' || code === 'EDQUOT') {
+    return new OciError('UNAVAILABLE', 'the cache disk is full', { reason: String(code) });
+  }
   return new OciError('UNKNOWN');
 }

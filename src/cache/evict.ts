@@ -61,6 +61,16 @@ export class Evictor {
     this.timer = null;
   }
 
+  /**
+   * Frees `bytes` now, whatever max_size says: the disk itself ran out of
+   * room (ENOSPC) before the cache reached its limit. Same order and same
+   * protections (pins, readers) as ordinary eviction.
+   */
+  async freeBytes(bytes: number): Promise<EvictionResult> {
+    if (this.running) await this.running.catch(() => undefined);
+    return this.evictTo(Math.max(0, this.index.totalBytes() - bytes));
+  }
+
   evictTo(targetBytes: number): Promise<EvictionResult> {
     this.running ??= this.run(targetBytes).finally(() => {
       this.running = null;

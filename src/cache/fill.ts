@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import type { BlobAnswer } from '../upstream/types.js';
 import { UpstreamError, isUnreachable } from '../upstream/types.js';
 import type { BlobFiles, BlobWriter } from '../store/blobs.js';
+import { NoRoomError } from './passthrough.js';
 
 /** Where the bytes of a fill come from: the upstream today, a site peer later. */
 export interface BlobSource {
@@ -40,6 +41,12 @@ export interface FillOptions {
   /** Called once the blob is verified and on disk, before readers see 'done'. */
   onCommitted: (digest: string, size: number) => void;
   onBytes?: (n: number) => void;
+  /**
+   * Makes room on the cache disk for `bytes` more (evicting if it must);
+   * false when it cannot. Asked before the size is announced to readers, so
+   * a blob that cannot fit is a clean NoRoomError, not a truncated answer.
+   */
+  ensureRoom?: (bytes: number) => Promise<boolean>;
 }
 
 type State = 'running' | 'done' | 'failed';
@@ -113,6 +120,10 @@ export class Fill {
           throw err;
         }
         if (!answer) throw new BlobNotFoundError(digest);
+        if (!this.readyHandled && answer.size !== undefined && this.opts.ensureRoom && !(await this.opts.ensureRoom(answer.size))) {
+          answer.body.destroy();
+          throw new NoRoomError(digest, answer.size);
+        }
         if (!this.readyHandled) this.settleReady(answer.size);
         else if (answer.size !== undefined && this.size !== undefined && answer.size !== this.size) {
           answer.body.destroy();
@@ -138,7 +149,7 @@ export class Fill {
             if (this.size !== undefined && this.writer.bytesWritten + chunk.length > this.size) {
               throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} is longer than its announced ${this.size} bytes`);
             }
-            await this.writer.write(chunk);
+            await this.write(chunk);
             this.written = this.writer.bytesWritten;
             this.opts.onBytes?.(chunk.length);
             this.events.emit('progress');
@@ -183,6 +194,20 @@ export class Fill {
     }
   }
 
+  /** Writes a chunk; on ENOSPC (the disk filled up meanwhile) makes room once and tries again. */
+  private async write(chunk: Buffer): Promise<void> {
+    const writer = this.writer!;
+    try {
+      await writer.write(chunk);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || !this.opts.ensureRoom) throw err;
+      const remaining = Math.max(chunk.length, (this.size ?? 0) - writer.bytesWritten);
+      this.opts.logger.warn({ digest: this.digest, code: 'ENOSPC', remaining }, 'cache disk full during a fill: evicting to make room');
+      if (!(await this.opts.ensureRoom(remaining))) throw err;
+      await writer.write(chunk);
+    }
+  }
+
   /**
    * A reader of bytes [start, end] (inclusive). The fill's size must be known
    * (await `ready` first) unless the caller reads to the end.
@@ -193,6 +218,7 @@ export class Fill {
 }
 
 function isTransient(err: unknown): boolean {
+  if (err instanceof NoRoomError) return false;
   if (err instanceof UpstreamError) return isUnreachable(err) || err.code === 'UPSTREAM_STATUS';
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && (code.startsWith('UND_ERR') || ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED'].includes(code));

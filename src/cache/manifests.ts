@@ -80,11 +80,18 @@ export class ManifestCache {
     return v;
   }
 
-  /** Stores a verified manifest (the caller has checked its digest). */
+  /**
+   * Stores a verified manifest (the caller has checked its digest). Best
+   * effort: on a full disk the verified bytes are still served, just not kept.
+   */
   store(registry: string, repository: string, digest: string, mediaType: string, body: Buffer): void {
-    this.index.putManifest(digest, mediaType, body, manifestChildren(body));
-    this.index.link(registry, repository, digest);
-    this.bodies.set(digest, { mediaType, body });
+    try {
+      this.index.putManifest(digest, mediaType, body, manifestChildren(body));
+      this.index.link(registry, repository, digest);
+      this.bodies.set(digest, { mediaType, body });
+    } catch (err) {
+      this.logger.warn({ digest, registry, repository, code: (err as { code?: unknown }).code, err: (err as Error).message }, 'could not cache a manifest (disk full?); serving it uncached');
+    }
   }
 
   private fromCache(digest: string, head: boolean, source: ManifestSource = 'cache', warning?: string): ManifestResult | undefined {
@@ -138,8 +145,12 @@ export class ManifestCache {
   }
 
   private saveTag(registry: string, repository: string, tag: string, row: TagRow): void {
-    this.index.putTag(registry, repository, tag, row);
     this.tags.set(this.tagKey(registry, repository, tag), row);
+    try {
+      this.index.putTag(registry, repository, tag, row);
+    } catch (err) {
+      this.logger.warn({ registry, repository, tag, code: (err as { code?: unknown }).code }, 'could not record a tag (disk full?)');
+    }
   }
 
   private async byTag(req: ManifestRequest): Promise<ManifestResult> {

@@ -27,6 +27,8 @@ export interface MirrorOptions {
   serveStale: boolean;
   /** How often an interrupted blob transfer is resumed with Range. */
   maxResumes?: number;
+  /** Makes room on the cache disk (eviction past max_size when the disk itself is full). */
+  ensureRoom?: (bytes: number) => Promise<boolean>;
   /** Access and policy checks (Harbor); none: everything is served. */
   gate?: PolicyGate | null;
   now?: () => number;
@@ -54,7 +56,7 @@ export class Mirror {
     const cacheOpts: { tagTtlMs: number; serveStale: boolean; now?: () => number } = { tagTtlMs: opts.tagTtlMs, serveStale: opts.serveStale };
     if (opts.now) cacheOpts.now = opts.now;
     this.manifests = new ManifestCache(opts.index, opts.metrics, opts.logger, cacheOpts);
-    this.blobs = new BlobCache(opts.index, opts.files, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3 });
+    this.blobs = new BlobCache(opts.index, opts.files, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3, ...(opts.ensureRoom ? { ensureRoom: opts.ensureRoom } : {}) });
   }
 
   private locate(t: Target): { client: ReturnType<Upstreams['resolve']>; repository: string } {

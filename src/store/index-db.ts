@@ -132,6 +132,8 @@ export interface TagRow {
 
 export interface IndexOptions {
   readonly?: boolean;
+  /** Where failures of background writes go (a full disk): they must never crash the daemon. */
+  onBackgroundError?: (err: unknown) => void;
   /** How often batched access times are written. */
   flushIntervalMs?: number;
   now?: () => number;
@@ -166,8 +168,11 @@ export class Index {
   private readonly pendingCounters = new Map<string, number>();
   private readonly pendingAudit: AuditEntry[] = [];
 
+  private readonly onBackgroundError: (err: unknown) => void;
+
   constructor(file: string, opts: IndexOptions = {}) {
     this.now = opts.now ?? Date.now;
+    this.onBackgroundError = opts.onBackgroundError ?? (() => undefined);
     this.db = new Database(file, { readonly: opts.readonly ?? false });
     this.db.pragma('busy_timeout = 5000');
     if (!opts.readonly) {
@@ -198,7 +203,7 @@ export class Index {
       bumpCounter: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value'),
     };
     if (!opts.readonly) {
-      this.flushTimer = setInterval(() => this.flushAccess(), opts.flushIntervalMs ?? 5000);
+      this.flushTimer = setInterval(() => this.backgroundFlush(), opts.flushIntervalMs ?? 5000);
       this.flushTimer.unref();
     }
   }
@@ -299,13 +304,33 @@ export class Index {
    */
   audit(entry: AuditEntry): void {
     this.pendingAudit.push(entry);
-    if (this.pendingAudit.length >= 1000) this.flushAccess();
+    if (this.pendingAudit.length >= 1000) this.backgroundFlush();
     else if (!this.auditTimer) {
       this.auditTimer = setTimeout(() => {
         this.auditTimer = null;
-        this.flushAccess();
+        this.backgroundFlush();
       }, 500);
       this.auditTimer.unref();
+    }
+  }
+
+  /**
+   * A flush from a timer: a failure (SQLITE_FULL on a full disk) is reported,
+   * never thrown, and the batch is kept for the next try (bounded: access
+   * times and counters are maps; the audit backlog keeps its newest 10 000).
+   */
+  private backgroundFlush(): void {
+    const access = new Map(this.pendingAccess);
+    const counters = new Map(this.pendingCounters);
+    const audit = [...this.pendingAudit];
+    try {
+      this.flushAccess();
+    } catch (err) {
+      for (const [d, at] of access) if (!this.pendingAccess.has(d)) this.pendingAccess.set(d, at);
+      for (const [n, v] of counters) this.pendingCounters.set(n, (this.pendingCounters.get(n) ?? 0) + v);
+      this.pendingAudit.unshift(...audit.slice(-10_000));
+      if (this.pendingAudit.length > 10_000) this.pendingAudit.splice(0, this.pendingAudit.length - 10_000);
+      this.onBackgroundError(err);
     }
   }
 
@@ -448,7 +473,7 @@ export class Index {
     this.auditTimer = null;
     this.flushTimer = null;
     if (!this.db.open) return;
-    if (!this.db.readonly) this.flushAccess();
+    if (!this.db.readonly) this.backgroundFlush();
     this.db.close();
   }
 }

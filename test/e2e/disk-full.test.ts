@@ -16,12 +16,9 @@ import { startBerth } from '../harness/berth.js';
 import { run, tempDirFor, waitFor } from '../harness/procs.js';
 import { fetchOnce, inspectCache, outcomeOf } from '../harness/fault-proxy.js';
 
-const BUG_ENOSPC =
-  'bug: a fill that hits ENOSPC fails its readers after the 200 headers went out (a truncated answer, not bytes streamed from upstream nor a 503)';
-const BUG_MANIFEST_500 =
-  'bug: a new manifest on a full disk is a 500 UNKNOWN: SQLITE_FULL from Index.putManifest reaches toClientError, which hides it (not logged) instead of serving the verified bytes';
-const BUG_FLUSH_CRASH = 'bug: SQLITE_FULL thrown by Index.flushAccess in its setInterval is an uncaught exception: a full disk kills the daemon within 5 s';
-const BUG_NO_ROOM = 'bug: ENOSPC does not trigger eviction; only a commit over max_size does, and a fill that cannot commit never gets there';
+// Regressions guarded here: a fill hitting ENOSPC once failed its readers after the 200 went out; a new
+// manifest on a full disk was a 500; SQLITE_FULL in the batched index flush killed the daemon; ENOSPC
+// never triggered eviction.
 
 /** Mounts an 8 MiB tmpfs on `dir` (unmounted in `t`'s teardown); returns why not, or null. */
 async function mountTmpfs(t: Test, dir: string): Promise<string | null> {
@@ -98,7 +95,7 @@ t.test('a cache on a full disk', { skip: noTmpfs ? `needs a small tmpfs for the 
     const got = await fetchOnce(url('library/big', 'blobs', layer));
     const o = outcomeOf(got, await expect(big, layer));
     t.not(o, 'wrong', `never a wrong complete answer (${got.status}, ${got.body.length} bytes, ${o})`);
-    t.ok(o === 'exact' || (o === 'error' && got.status === 503), `the client got its bytes or a clean 503 (got ${o}, ${got.status}, ${got.body.length} bytes)`, { todo: BUG_ENOSPC });
+    t.ok(o === 'exact' || (o === 'error' && got.status === 503), `the client got its bytes or a clean 503 (got ${o}, ${got.status}, ${got.body.length} bytes)`);
     t.ok(berth.logs().some((l) => JSON.stringify(l).includes('ENOSPC')), 'berth saw ENOSPC (the fault under test) and logged it');
     await clean(t, 'after ENOSPC', [layer]);
     await servesCached(t, 'after ENOSPC');
@@ -115,11 +112,11 @@ t.test('a cache on a full disk', { skip: noTmpfs ? `needs a small tmpfs for the 
     const got = await fetchOnce(url('library/fill', 'blobs', layer0!));
     const o = outcomeOf(got, await expect(fill, layer0!));
     t.not(o, 'wrong', `a new blob: never a wrong complete answer (${got.status}, ${got.body.length} bytes)`);
-    t.ok(o === 'exact' || (o === 'error' && got.status === 503), `a new blob: its bytes or a clean 503 (got ${o}, ${got.status})`, { todo: BUG_ENOSPC });
+    t.ok(o === 'exact' || (o === 'error' && got.status === 503), `a new blob: its bytes or a clean 503 (got ${o}, ${got.status})`);
 
     const m = await fetchOnce(url('library/fill', 'manifests', fill.manifestDigest));
     t.not(outcomeOf(m, await readBlob(fill.layoutDir, fill.manifestDigest)), 'wrong', `a new manifest: never a wrong answer (${m.status})`);
-    t.ok(m.status === 200 || m.status === 503, `a new manifest: served or a clean 503, not a 500 (${m.status})`, { todo: BUG_MANIFEST_500 });
+    t.ok(m.status === 200 || m.status === 503, `a new manifest: served or a clean 503, not a 500 (${m.status})`);
 
     // berth writes batched access times every few seconds: wait until that write happened (or failed).
     const db = new Database(path.join(berth.cacheDir, 'index.db'), { readonly: true, fileMustExist: true });
@@ -130,7 +127,7 @@ t.test('a cache on a full disk', { skip: noTmpfs ? `needs a small tmpfs for the 
     await waitFor('the access-time flush, or berth exiting', () => lastAccess() > before || berth.service.hasExited(), { timeoutMs: 15_000, intervalMs: 100 }).catch(() => undefined);
     db.close();
     const crashed = berth.service.hasExited();
-    t.notOk(crashed, `the daemon survived its index writes on a full disk (${Date.now() - touchedAt} ms later)`, { todo: BUG_FLUSH_CRASH });
+    t.notOk(crashed, `the daemon survived its index writes on a full disk (${Date.now() - touchedAt} ms later)`);
     if (!crashed) {
       await servesCached(t, 'disk full, after an index write');
       await clean(t, 'disk full', [layer0!]);
@@ -155,7 +152,7 @@ t.test('a cache on a full disk', { skip: noTmpfs ? `needs a small tmpfs for the 
     const first = await fetchOnce(url('library/fill', 'blobs', l3!));
     t.not(outcomeOf(first, await expect(fill, l3!)), 'wrong', `the fill that does not fit: never a wrong answer (${first.status}, ${first.body.length} bytes)`);
     const second = await fetchOnce(url('library/fill', 'blobs', l3!));
-    t.equal(outcomeOf(second, await expect(fill, l3!)), 'exact', `a second try finds room: least recently used blobs were evicted (${second.status}, ${second.body.length} bytes)`, { todo: BUG_NO_ROOM });
+    t.equal(outcomeOf(second, await expect(fill, l3!)), 'exact', `a second try finds room: least recently used blobs were evicted (${second.status}, ${second.body.length} bytes)`);
     await clean(t, 'after eviction', []);
     t.notOk(berth.service.hasExited(), 'the daemon is alive');
     t.equal((await fetchOnce(`${berth.url}/healthz`)).status, 200, 'healthz');
