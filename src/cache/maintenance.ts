@@ -50,11 +50,17 @@ export interface VerifyResult {
   /** Indexed blobs with no file (or the wrong size): dropped from the index. */
   missing: string[];
   corruptManifests: string[];
+  /** Files under blobs/ the index did not know that hash to their name: indexed again (a crash between rename and insert). */
+  adopted: string[];
+  /** Files under blobs/ the index did not know that do not hash to their name: quarantined. */
+  strays: string[];
+  /** Files in tmp/: fills under way, or leftovers the daemon's next start removes. */
+  tmpFiles: number;
 }
 
 export async function verifyCache(rt: Runtime, onProgress?: (done: number, total: number) => void): Promise<VerifyResult> {
   const { index, files, logger } = rt;
-  const result: VerifyResult = { blobsChecked: 0, bytesChecked: 0, manifestsChecked: 0, corrupt: [], missing: [], corruptManifests: [] };
+  const result: VerifyResult = { blobsChecked: 0, bytesChecked: 0, manifestsChecked: 0, corrupt: [], missing: [], corruptManifests: [], adopted: [], strays: [], tmpFiles: 0 };
   const total = index.stats().blobs;
   let after = '';
   for (;;) {
@@ -80,6 +86,20 @@ export async function verifyCache(rt: Runtime, onProgress?: (done: number, total
       onProgress?.(result.blobsChecked + result.missing.length + result.corrupt.length, total);
     }
   }
+  // The disk side: files the index does not know (older than a minute: a running daemon's newest fills).
+  for await (const f of files.walk()) {
+    if (index.getBlob(f.digest) || Date.now() - f.mtimeMs < ORPHAN_MIN_AGE_MS) continue;
+    const h = await files.hash(f.digest);
+    if (h.digest === f.digest) {
+      index.putBlob(f.digest, h.size);
+      result.adopted.push(f.digest);
+    } else {
+      await files.quarantine(f.digest);
+      result.strays.push(f.digest);
+      logger.error({ digest: f.digest, actual: h.digest }, 'an unindexed blob file does not match its name; quarantined');
+    }
+  }
+  result.tmpFiles = await files.tmpCount();
   const manifests = index.db.prepare('SELECT digest, body FROM manifests').iterate() as IterableIterator<{ digest: string; body: Buffer }>;
   const bad: string[] = [];
   for (const m of manifests) {

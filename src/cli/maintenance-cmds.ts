@@ -49,7 +49,10 @@ export const verifyCommand: Command = {
 Re-hashes every blob in the cache and every manifest in the index. A blob
 whose bytes do not match its digest is moved to <cache>/quarantine/ and
 dropped from the index (the next pull fetches it again); an indexed blob
-with no file is dropped. Exit 0 when all is well, 1 if anything was wrong.
+with no file is dropped. A blob file the index does not know (a crash
+between its rename and its index row) is indexed again when it hashes to its
+name, quarantined when it does not. Exit 0 when all is well, 1 if anything
+was wrong.
 
 Options:
   --json          print the result as JSON
@@ -64,13 +67,16 @@ Options:
       const progress = new Progress();
       const r = await verifyCache(rt, (done, total) => progress.line('verifying', done, total));
       progress.end();
-      const bad = r.corrupt.length + r.missing.length + r.corruptManifests.length;
+      const bad = r.corrupt.length + r.missing.length + r.corruptManifests.length + r.strays.length;
       if (values.json) out(JSON.stringify({ ok: bad === 0, ...r }, null, 2));
       else {
         out(`checked ${r.blobsChecked} blobs (${formatSize(r.bytesChecked)}) and ${r.manifestsChecked} manifests`);
         for (const c of r.corrupt) out(`corrupt: ${c.digest} -> quarantined at ${c.quarantinedAt}`);
         for (const m of r.missing) out(`missing: ${m} (dropped from the index)`);
         for (const m of r.corruptManifests) out(`corrupt manifest: ${m} (dropped)`);
+        for (const a of r.adopted) out(`unindexed but intact: ${a} (indexed again)`);
+        for (const x of r.strays) out(`unindexed and corrupt: ${x} (quarantined)`);
+        if (r.tmpFiles > 0) out(`${r.tmpFiles} file(s) in tmp/: fills under way, or leftovers the daemon removes at its next start`);
         out(bad === 0 ? 'ok' : `${bad} problem(s) found and removed from the cache`);
       }
       return bad === 0 ? EXIT.ok : EXIT.failure;

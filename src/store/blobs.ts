@@ -140,6 +140,15 @@ export class BlobFiles {
     await fsp.rm(this.layout.blobPath(digest), { force: true });
   }
 
+  /** How many files tmp/ holds (fills under way, or leftovers of a crash). */
+  async tmpCount(): Promise<number> {
+    try {
+      return (await fsp.readdir(this.layout.tmpDir)).length;
+    } catch {
+      return 0;
+    }
+  }
+
   /** Every blob file on disk: digest and mtime (gc compares them with the index). */
   async *walk(): AsyncGenerator<{ digest: string; mtimeMs: number; size: number }> {
     let shards: string[];

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import tar from 'tar-stream';
+import Database from 'better-sqlite3';
 import { startTokenServer } from '../harness/token-server.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage } from '../harness/images.js';
@@ -198,6 +199,16 @@ t.test('air-gapped sites with real containerd, Distribution and skopeo', async (
     t.equal(gc.code, 0, gc.stderr);
     t.equal((JSON.parse(gc.stdout) as { orphanFilesRemoved: number }).orphanFilesRemoved, 1);
     t.notOk(fs.existsSync(orphan));
+    // A crash between a blob's rename and its index row: verify indexes the intact file again.
+    const lost = app.manifests[0]!.layers[1]!;
+    const lostFile = path.join(fresh.cacheDir, 'blobs/sha256', lost.slice(7, 9), lost.slice(7));
+    const db = new Database(path.join(fresh.cacheDir, 'index.db'));
+    db.prepare('DELETE FROM blobs WHERE digest = ?').run(lost);
+    db.close();
+    fs.utimesSync(lostFile, old, old);
+    const v3 = await fresh.cli(['verify', '--json']);
+    t.equal(v3.code, 0, 'an intact orphan is not a problem');
+    t.same((JSON.parse(v3.stdout) as { adopted: string[] }).adopted, [lost], 'it is indexed again');
     t.equal((await fresh.cli(['unpin', 'docker.io/library/app:v1'])).code, 0);
     t.equal((await fresh.cli(['unpin', 'app:v1'])).code, 1, 'not pinned any more');
   });
