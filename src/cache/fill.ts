@@ -49,13 +49,16 @@ export interface FillOptions {
   ensureRoom?: (bytes: number) => Promise<boolean>;
 }
 
-type State = 'running' | 'done' | 'failed';
+/** running -> verified (the bytes match: readers may finish) -> done (durable, named, indexed) | failed */
+type State = 'running' | 'verified' | 'done' | 'failed';
 
 export class Fill {
   readonly digest: string;
   size: number | undefined;
   written = 0;
   state: State = 'running';
+  /** The bytes matched the digest: a later failure (fsync, rename) leaves them correct for readers. */
+  verifiedBytes = false;
   error: Error | undefined;
   /** Resolves with the size (undefined when the source did not say) once the source answered. */
   readonly ready: Promise<number | undefined>;
@@ -174,9 +177,15 @@ export class Fill {
         break;
       }
       const size = this.writer.bytesWritten;
-      await this.writer.commit(this.size);
+      await this.writer.checkDigest(this.size);
       this.size = size;
       this.written = size;
+      // Readers get their last byte now: correctness needed the digest, not the fsync.
+      this.state = 'verified';
+      this.verifiedBytes = true;
+      this.events.emit('progress');
+      await this.writer.makeDurable();
+      await this.writer.publish();
       this.opts.onCommitted(digest, size);
       this.state = 'done';
       this.events.emit('progress');
@@ -263,11 +272,11 @@ export class FillReader extends Readable {
   private pump(): void {
     if (this.reading || this.destroyed) return;
     const fill = this.fill;
-    if (fill.state === 'failed') {
+    if (fill.state === 'failed' && !fill.verifiedBytes) {
       this.destroy(fill.error ?? new Error('fill failed'));
       return;
     }
-    const done = fill.state === 'done';
+    const done = fill.state !== 'running';
     // Bytes we may emit: up to what is written, but the last requested byte only once verified.
     const available = Math.min(fill.written - 1, this.end);
     const limit = done ? Math.min(this.end, fill.written - 1) : Math.min(available, this.end - 1);

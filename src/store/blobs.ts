@@ -27,6 +27,7 @@ export class BlobWriter {
   private written = 0;
   private closed = false;
   private verified = false;
+  private digestChecked = false;
 
   constructor(private readonly layout: Layout, readonly digest: string) {
     this.tempPath = layout.tempPath(digest, randomBytes(6).toString('hex'));
@@ -64,12 +65,27 @@ export class BlobWriter {
    * only when every entry has passed. Aborts on mismatch.
    */
   async verify(expectedSize?: number): Promise<void> {
+    await this.checkDigest(expectedSize);
+    await this.makeDurable();
+  }
+
+  /**
+   * The bytes match the digest (and size): from here on they may be handed
+   * out in full, even before they are durable. Aborts on mismatch.
+   */
+  async checkDigest(expectedSize?: number): Promise<void> {
     if (!this.fh || this.closed) throw new Error('blob writer is not open');
     const actual = hasherDigest(this.hash);
     if (actual !== this.digest || (expectedSize !== undefined && expectedSize !== this.written)) {
       await this.abort();
       throw new DigestMismatchError(this.digest, actual, expectedSize, this.written);
     }
+    this.digestChecked = true;
+  }
+
+  /** fsync and close: what must happen before the bytes get the digest's name. */
+  async makeDurable(): Promise<void> {
+    if (!this.fh || this.closed || !this.digestChecked) throw new Error('blob writer has nothing checked to make durable');
     await this.fh.sync();
     await this.fh.close();
     this.fh = null;

@@ -15,7 +15,7 @@ import { startTokenServer } from '../harness/token-server.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage, readBlob } from '../harness/images.js';
 import { startBerth, type Berth } from '../harness/berth.js';
-import { tempDirFor } from '../harness/procs.js';
+import { tempDirFor, waitFor } from '../harness/procs.js';
 import { fetchOnce, inspectCache, outcomeOf, startFaultProxy, startOrigin, type Fetched, type FaultRule, type Outcome } from '../harness/fault-proxy.js';
 
 const TIMEOUTS = { connect_timeout: '1s', header_timeout: '2s', body_timeout: '2s' };
@@ -58,6 +58,15 @@ t.test('berth behind a faulty upstream', async (t) => {
     const report = await inspectCache(b.cacheDir);
     return { onDisk: report.files.has(digest), indexed: report.indexed.has(digest), report };
   };
+  /** A client gets its last byte once the digest matched; the fsync, rename and index row follow a moment later. */
+  const cachedSoon = async (b: Berth, digest: string) => {
+    let last = await cached(b, digest);
+    await waitFor(`${digest.slice(7, 19)} cached`, async () => {
+      last = await cached(b, digest);
+      return last.onDisk && last.indexed;
+    }, { timeoutMs: 10_000, intervalMs: 50 }).catch(() => undefined);
+    return last;
+  };
 
   await t.test('an interrupted fill resumes with Range from the bytes already held', async (t) => {
     const { digest, data } = freshLayer();
@@ -70,7 +79,7 @@ t.test('berth behind a faulty upstream', async (t) => {
     t.ok(held.length === 1 && held[0]! > 0 && held[0]! <= 300_000, `berth logged one resume, from what it held (${held.join(', ')})`);
     t.same(gets.map((r) => r.range ?? null), [null, `bytes=${held[0]}-`], 'one truncated GET, then a Range request from exactly the bytes held');
     t.same(gets.map((r) => r.status), [200, 206], 'the upstream honoured the Range');
-    const c = await cached(berth, digest);
+    const c = await cachedSoon(berth, digest);
     t.ok(c.onDisk && c.indexed, 'the resumed blob is cached and indexed');
     t.same(c.report.problems, [], 'index and disk agree');
   });
@@ -96,7 +105,7 @@ t.test('berth behind a faulty upstream', async (t) => {
     const held = resumedFrom(berth, digest);
     t.same(gets.map((r) => r.range ?? null), [null, `bytes=${held[0] ?? '?'}-`], 'berth asked for the rest');
     t.same(gets.map((r) => r.status), [200, 200], 'and got the whole blob again');
-    t.ok((await cached(berth, digest)).indexed, 'cached');
+    t.ok((await cachedSoon(berth, digest)).indexed, 'cached');
   });
 
   await t.test('every fault: each client gets the right bytes or a clean error; nothing bad is cached', async (t) => {
@@ -128,7 +137,7 @@ t.test('berth behind a faulty upstream', async (t) => {
       rule.remove();
       const after = await cached(berth, digest);
       const again = await fetchOnce(blobUrl(berth, digest));
-      const later = await cached(berth, digest);
+      const later = await cachedSoon(berth, digest);
       return { c, digest, data, outcomes, results, gets, after, again, later };
     });
     for (const r of await Promise.all(runs)) {
