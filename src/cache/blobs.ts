@@ -76,7 +76,12 @@ export class BlobCache {
       this.metrics.cacheResult('blob', err instanceof OciError && err.status === 404 ? 'not_found' : 'error');
       throw toClientError(err);
     }
-    if (shared) this.metrics.coalescedWaiters.inc();
+    if (shared) {
+      this.metrics.coalescedWaiters.inc();
+      // A request that joined the fill is a use too: LRU must see it once the blob is indexed.
+      const at = Date.now();
+      fill.done.then(() => this.index.touch(req.digest, at), () => undefined);
+    }
     this.metrics.cacheResult('blob', shared ? 'coalesced' : 'miss');
     const f = fill;
     const handle: BlobHandle = { digest: req.digest, size, source: shared ? 'coalesced' : 'upstream', release: () => undefined };
@@ -220,7 +225,7 @@ export class BlobCache {
       onBytes: (n) => this.metrics.upstreamBytes.inc({ upstream: registry }, n),
       ...(this.opts.ensureRoom ? { ensureRoom: this.opts.ensureRoom } : {}),
       onCommitted: (d, size) => {
-        this.index.putBlob(d, size);
+        this.index.putBlob(d, size, fill.startedAt);
         this.index.link(registry, repository, d);
         this.onCommitted?.(d, size);
       },

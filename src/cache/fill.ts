@@ -57,6 +57,8 @@ export class Fill {
   size: number | undefined;
   written = 0;
   state: State = 'running';
+  /** When the fill began: the time of the request that caused it, for LRU. */
+  readonly startedAt = Date.now();
   /** The bytes matched the digest: a later failure (fsync, rename) leaves them correct for readers. */
   verifiedBytes = false;
   error: Error | undefined;
@@ -109,6 +111,20 @@ export class Fill {
     const { digest, source, files, logger, maxResumes } = this.opts;
     try {
       this.writer = await files.createWriter(digest);
+      const writer = this.writer;
+      // Readers follow what is in the file, not what was received.
+      writer.onFlushed = () => {
+        this.written = writer.bytesOnDisk;
+        this.events.emit('progress');
+      };
+      const ensureRoom = this.opts.ensureRoom;
+      if (ensureRoom) {
+        writer.onNoSpace = (bytes) => {
+          const remaining = Math.max(bytes, (this.size ?? 0) - writer.bytesOnDisk);
+          logger.warn({ digest, code: 'ENOSPC', remaining }, 'cache disk full during a fill: evicting to make room');
+          return ensureRoom(remaining);
+        };
+      }
       let resumes = 0;
       for (;;) {
         const offset = this.writer.bytesWritten;
@@ -152,10 +168,8 @@ export class Fill {
             if (this.size !== undefined && this.writer.bytesWritten + chunk.length > this.size) {
               throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} is longer than its announced ${this.size} bytes`);
             }
-            await this.write(chunk);
-            this.written = this.writer.bytesWritten;
+            await writer.write(chunk);
             this.opts.onBytes?.(chunk.length);
-            this.events.emit('progress');
           }
         } catch (err) {
           answer.body.destroy();
@@ -192,28 +206,15 @@ export class Fill {
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       this.error = error;
-      this.state = 'failed';
+      // The temp file goes before anyone hears of the failure: no client sees an error while it lingers.
       await this.writer?.abort();
+      this.state = 'failed';
       if (!this.readyHandled) {
         this.readyHandled = true;
         this.rejectReady(error);
       }
       this.events.emit('progress');
       throw error;
-    }
-  }
-
-  /** Writes a chunk; on ENOSPC (the disk filled up meanwhile) makes room once and tries again. */
-  private async write(chunk: Buffer): Promise<void> {
-    const writer = this.writer!;
-    try {
-      await writer.write(chunk);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || !this.opts.ensureRoom) throw err;
-      const remaining = Math.max(chunk.length, (this.size ?? 0) - writer.bytesWritten);
-      this.opts.logger.warn({ digest: this.digest, code: 'ENOSPC', remaining }, 'cache disk full during a fill: evicting to make room');
-      if (!(await this.opts.ensureRoom(remaining))) throw err;
-      await writer.write(chunk);
     }
   }
 

@@ -19,15 +19,36 @@ export class DigestMismatchError extends Error {
   }
 }
 
-/** A blob being written. `write` appends and hashes; `commit` verifies and publishes. */
+/** Bytes queued for the disk above which `write` waits (memory per fill stays bounded). */
+const QUEUE_HIGH = 8 * 1024 * 1024;
+
+/**
+ * A blob being written. `write` hashes at once and queues the bytes; one
+ * loop writes the queue in batches (writev), so the download is not held up
+ * by a disk write per chunk. `bytesWritten` counts bytes accepted (hashed),
+ * `bytesOnDisk` those a reader of the temp file can see. `commit` verifies
+ * and publishes.
+ */
 export class BlobWriter {
   readonly tempPath: string;
   private hash: Hash = newHasher();
   private fh: fsp.FileHandle | null = null;
-  private written = 0;
+  private accepted = 0;
+  private onDisk = 0;
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private flushing: Promise<void> | null = null;
+  private failure: Error | null = null;
   private closed = false;
   private verified = false;
   private digestChecked = false;
+  /** Called after each batch reaches the file. */
+  onFlushed: (() => void) | null = null;
+  /**
+   * Asked when the disk is full (ENOSPC): make room for `bytes` more; the
+   * batch is tried once more when it says yes.
+   */
+  onNoSpace: ((bytes: number) => Promise<boolean>) | null = null;
 
   constructor(private readonly layout: Layout, readonly digest: string) {
     this.tempPath = layout.tempPath(digest, randomBytes(6).toString('hex'));
@@ -39,18 +60,82 @@ export class BlobWriter {
   }
 
   get bytesWritten(): number {
-    return this.written;
+    return this.accepted;
+  }
+
+  get bytesOnDisk(): number {
+    return this.onDisk;
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (!this.fh || this.closed || this.verified) throw new Error('blob writer is not open');
-    let off = 0;
-    while (off < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.written + off);
-      off += bytesWritten;
+    if (!this.fh || this.closed || this.verified || this.digestChecked) throw new Error('blob writer is not open');
+    if (this.failure) throw this.failure;
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    this.hash.update(buf);
+    this.accepted += buf.length;
+    this.queue.push(buf);
+    this.queued += buf.length;
+    this.flushing ??= this.flushLoop().finally(() => {
+      this.flushing = null;
+    });
+    if (this.queued > QUEUE_HIGH) await this.drain();
+  }
+
+  /** Waits until everything accepted is in the file; throws what a write failed with. */
+  async drain(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    if (this.failure) throw this.failure;
+  }
+
+  private async flushLoop(): Promise<void> {
+    while (this.queue.length > 0 && !this.failure) {
+      const batch = this.queue.splice(0);
+      const n = batch.reduce((a, b) => a + b.length, 0);
+      try {
+        await this.writeAll(batch, n);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC' && this.onNoSpace && (await this.onNoSpace(n))) {
+          try {
+            await this.writeAll(batch, n);
+          } catch (again) {
+            this.failure = again as Error;
+            return;
+          }
+        } else {
+          this.failure = err as Error;
+          return;
+        }
+      }
+      this.onDisk += n;
+      this.queued -= n;
+      this.onFlushed?.();
     }
-    this.hash.update(chunk);
-    this.written += chunk.length;
+  }
+
+  /** Writes a batch at the end of what is on disk (positional, so a retry rewrites the same place). */
+  private async writeAll(batch: Buffer[], n: number): Promise<void> {
+    const fh = this.fh;
+    if (!fh) throw new Error('blob writer is not open');
+    let done = 0;
+    let parts = batch;
+    while (done < n) {
+      const { bytesWritten } = await fh.writev(parts, this.onDisk + done);
+      done += bytesWritten;
+      if (done < n) {
+        // A short write: continue with what is left.
+        let skip = bytesWritten;
+        const rest: Buffer[] = [];
+        for (const b of parts) {
+          if (skip >= b.length) {
+            skip -= b.length;
+            continue;
+          }
+          rest.push(skip > 0 ? b.subarray(skip) : b);
+          skip = 0;
+        }
+        parts = rest;
+      }
+    }
   }
 
   /** Verifies digest (and size when known), fsyncs and renames into place. Aborts on mismatch. */
@@ -75,10 +160,16 @@ export class BlobWriter {
    */
   async checkDigest(expectedSize?: number): Promise<void> {
     if (!this.fh || this.closed) throw new Error('blob writer is not open');
-    const actual = hasherDigest(this.hash);
-    if (actual !== this.digest || (expectedSize !== undefined && expectedSize !== this.written)) {
+    try {
+      await this.drain();
+    } catch (err) {
       await this.abort();
-      throw new DigestMismatchError(this.digest, actual, expectedSize, this.written);
+      throw err;
+    }
+    const actual = hasherDigest(this.hash);
+    if (actual !== this.digest || (expectedSize !== undefined && expectedSize !== this.accepted)) {
+      await this.abort();
+      throw new DigestMismatchError(this.digest, actual, expectedSize, this.accepted);
     }
     this.digestChecked = true;
   }
@@ -105,6 +196,8 @@ export class BlobWriter {
   async abort(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.queue = [];
+    await this.flushing?.catch(() => undefined);
     await this.fh?.close().catch(() => undefined);
     await fsp.rm(this.tempPath, { force: true }).catch(() => undefined);
   }

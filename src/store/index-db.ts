@@ -196,8 +196,8 @@ export class Index {
       listTags: db.prepare('SELECT tag FROM tags WHERE registry = ? AND repository = ? ORDER BY tag'),
       link: db.prepare('INSERT OR IGNORE INTO links (registry, repository, digest) VALUES (?, ?, ?)'),
       isLinked: db.prepare('SELECT 1 AS one FROM links WHERE registry = ? AND repository = ? AND digest = ?'),
-      touchBlob: db.prepare('UPDATE blobs SET last_access = ? WHERE digest = ?'),
-      touchManifest: db.prepare('UPDATE manifests SET last_access = ? WHERE digest = ?'),
+      touchBlob: db.prepare('UPDATE blobs SET last_access = MAX(last_access, ?) WHERE digest = ?'),
+      touchManifest: db.prepare('UPDATE manifests SET last_access = MAX(last_access, ?) WHERE digest = ?'),
       blobStats: db.prepare('SELECT COALESCE(SUM(size), 0) AS bytes, COUNT(*) AS blobs FROM blobs'),
       manifestCount: db.prepare('SELECT COUNT(*) AS n FROM manifests'),
       bumpCounter: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value'),
@@ -225,9 +225,10 @@ export class Index {
     return this.st.getBlob.get(digest);
   }
 
-  putBlob(digest: string, size: number): void {
+  /** `accessedAt`: when the request that brought the blob came (a fill ends later than it starts). */
+  putBlob(digest: string, size: number, accessedAt?: number): void {
     const now = this.now();
-    this.st.putBlob.run(digest, size, now, now);
+    this.st.putBlob.run(digest, size, now, Math.min(now, accessedAt ?? now));
   }
 
   deleteBlob(digest: string): void {
@@ -285,9 +286,10 @@ export class Index {
     return { bytes: b.bytes, blobs: b.blobs, manifests: this.st.manifestCount.get()?.n ?? 0 };
   }
 
-  /** Records a use; written with the next batch. */
-  touch(digest: string): void {
-    this.pendingAccess.set(digest, this.now());
+  /** Records a use (at `at`, default now); written with the next batch. Access times never go backwards. */
+  touch(digest: string, at: number = this.now()): void {
+    const prev = this.pendingAccess.get(digest);
+    if (prev === undefined || at > prev) this.pendingAccess.set(digest, at);
   }
 
   /** Adds to a persisted counter; written with the next batch. */

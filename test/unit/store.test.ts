@@ -67,6 +67,12 @@ t.test('index: blobs, manifests with refs, tags, links, batched access', async (
   t.equal(idx.getBlob(d1)?.last_access, 1000, 'access time batched, not written per hit');
   idx.flushAccess();
   t.equal(idx.getBlob(d1)?.last_access, 5000);
+  idx.touch(d1, 4000);
+  idx.flushAccess();
+  t.equal(idx.getBlob(d1)?.last_access, 5000, 'a use recorded late with an earlier time never moves the access time back');
+  idx.putBlob(sha256('late'), 1, 4500);
+  t.equal(idx.getBlob(sha256('late'))?.last_access, 4500, 'a filled blob is last used when its request came, not when the fill ended');
+  idx.deleteBlob(sha256('late'));
   const body = Buffer.from(JSON.stringify({ layers: [{ digest: d1 }, { digest: d2 }] }));
   const md = sha256(body);
   idx.putManifest(md, 'application/vnd.oci.image.manifest.v1+json', body, [d1, d2]);
