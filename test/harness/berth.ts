@@ -22,6 +22,7 @@ export interface BerthUpstream {
   body_timeout?: string;
   ca_file?: string;
   skip_verify?: boolean;
+  via_harbor_project?: string;
 }
 
 export interface BerthOptions {
