@@ -123,7 +123,7 @@ interface Planned {
 }
 
 /** Walks the images index.json names, checking every reference is present and sized right. */
-function plan(indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): { planned: Planned; roots: { desc: Descriptor; name: string | undefined }[] } {
+function plan(indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): { planned: Planned; roots: { desc: Descriptor; name: string | undefined; closure: Set<string> }[] } {
   let index: { manifests?: unknown };
   try {
     index = JSON.parse(indexJson.toString('utf8')) as { manifests?: unknown };
@@ -142,28 +142,39 @@ function plan(indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size:
     if (d.size !== undefined && d.size !== s.size) throw new ImportError(`${what} ${d.digest} is ${s.size} bytes, its descriptor says ${d.size}`);
     return s;
   };
-  const walk = (d: Descriptor, depth: number, optional: boolean): void => {
-    if (planned.manifests.has(d.digest)) return;
+  // Each image's own closure: its content is linked to its name only, never to another
+  // image's (a private image's layers must not become readable under a public name).
+  const walk = (d: Descriptor, depth: number, optional: boolean, closure: Set<string>): void => {
+    if (closure.has(d.digest)) return;
     if (depth > 4) throw new ImportError('indexes nested too deep');
     if (optional && !staged.has(d.digest)) return; // a platform the exporter left out
     const s = need(d, 'manifest');
-    const body = fs.readFileSync(s.writer.tempPath);
-    const mediaType = d.mediaType ?? declaredMediaType(body) ?? MEDIA_TYPES.ociManifest;
-    planned.manifests.set(d.digest, { mediaType, body });
-    const parsed = parseManifest(body);
-    if (isIndexMediaType(mediaType)) {
+    closure.add(d.digest);
+    let m = planned.manifests.get(d.digest);
+    if (!m) {
+      const body = fs.readFileSync(s.writer.tempPath);
+      m = { mediaType: d.mediaType ?? declaredMediaType(body) ?? MEDIA_TYPES.ociManifest, body };
+      planned.manifests.set(d.digest, m);
+    }
+    const parsed = parseManifest(m.body);
+    if (isIndexMediaType(m.mediaType)) {
       const present = parsed.manifests.filter((c) => staged.has(c.digest));
       if (present.length === 0) throw new ImportError(`index ${d.digest} has none of its manifests in the archive`);
-      for (const child of parsed.manifests) walk(child, depth + 1, true);
+      for (const child of parsed.manifests) walk(child, depth + 1, true, closure);
     } else {
       for (const b of parsed.blobs) {
         need(b, 'blob');
         planned.blobs.add(b.digest);
+        closure.add(b.digest);
       }
     }
   };
-  for (const r of roots) walk(r.desc, 0, false);
-  return { planned, roots };
+  const withClosures = roots.map((r) => {
+    const closure = new Set<string>();
+    walk(r.desc, 0, false, closure);
+    return { ...r, closure };
+  });
+  return { planned, roots: withClosures };
 }
 
 async function publish(rt: Runtime, indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): Promise<ImportResult> {
@@ -195,7 +206,7 @@ async function publish(rt: Runtime, indexJson: Buffer, staged: Map<string, { wri
         rt.index.putTag(ref.registry, ref.repository, ref.tag, { digest: r.desc.digest, media_type: top.mediaType, size: top.body.length, fetched_at: Date.now() });
         tagged = true;
       }
-      for (const d of [...planned.manifests.keys(), ...planned.blobs]) rt.index.link(ref.registry, ref.repository, d);
+      for (const d of r.closure) rt.index.link(ref.registry, ref.repository, d);
       name = formatImageReference({ registry: ref.registry, repository: ref.repository, ...(ref.tag ? { tag: ref.tag } : { digest: r.desc.digest }) });
     }
     rt.index.pin(name, r.desc.digest);

@@ -3,7 +3,7 @@
  * that digest. HEAD never opens a body: a miss asks the upstream with HEAD.
  */
 import fs from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Index } from '../store/index-db.js';
 import type { BlobFiles } from '../store/blobs.js';
@@ -36,6 +36,8 @@ export interface BlobRequest {
 
 export class BlobCache {
   readonly fills = new Map<string, Fill>();
+  /** Where each fill under way came from: content is served per repository, fills included. */
+  private readonly origins = new Map<string, { registry: string; repository: string }>();
   /** Open readers per digest: eviction never deletes a blob under one. */
   private readonly readers = new Map<string, number>();
   /** Called after each blob enters the cache (eviction watches the size). */
@@ -87,6 +89,11 @@ export class BlobCache {
     const handle: BlobHandle = { digest: req.digest, size, source: shared ? 'coalesced' : 'upstream', release: () => undefined };
     if (!req.head) handle.open = (start, end) => this.track(req.digest, f.reader(start, end));
     return handle;
+  }
+
+  /** The (registry, repository) a fill under way was started through. */
+  fillOrigin(digest: string): { registry: string; repository: string } | undefined {
+    return this.origins.get(digest);
   }
 
   /** Whether a client is reading the blob right now. */
@@ -178,6 +185,11 @@ export class BlobCache {
       source: 'cache',
       open: (start, end) => {
         owned = false;
+        if (end < start) {
+          // An empty blob: createReadStream refuses end < start, and the fd must not leak.
+          fs.close(fd, () => undefined);
+          return Readable.from([]);
+        }
         return this.track(digest, fs.createReadStream('', { fd, start, end, autoClose: true, highWaterMark: 256 * 1024 }));
       },
       release: () => {
@@ -231,6 +243,7 @@ export class BlobCache {
       },
     });
     this.fills.set(digest, fill);
+    this.origins.set(digest, { registry, repository });
     this.metrics.fillsInFlight.inc();
     const started = Date.now();
     fill.done.then(
@@ -241,6 +254,7 @@ export class BlobCache {
       },
     ).finally(() => {
       this.fills.delete(digest);
+      this.origins.delete(digest);
       this.metrics.fillsInFlight.dec();
     });
     return fill;

@@ -79,8 +79,13 @@ export class Evictor {
   }
 
   private async run(target: number): Promise<EvictionResult> {
-    // Access times wait in memory for their batch: rank by the real ones.
-    this.index.flushAccess();
+    // Access times wait in memory for their batch: rank by the real ones (best effort:
+    // on a full disk this write may fail, and eviction is what makes room).
+    try {
+      this.index.flushAccess();
+    } catch (err) {
+      this.logger.warn({ code: (err as { code?: unknown }).code }, 'could not write access times before eviction; ranking by the last written ones');
+    }
     const before = this.index.totalBytes();
     let total = before;
     const result: EvictionResult = { before, after: before, evictedBlobs: 0, evictedManifests: 0, freedBytes: 0, shortBy: 0 };

@@ -76,7 +76,8 @@ export class Mirror {
     const access = { registry: client.registry, repository, credentials: t.credentials ?? null };
     // Who may read comes first: a private tag is not even resolved for a stranger.
     await gate?.authorize(access);
-    if (o.byDigest && this.opts.index.hasManifest(reference)) await this.requireLink(client, repository, reference, 'manifest', t.reqId);
+    // Cached anywhere berth could answer from (the index, or the in-memory copy an eviction left).
+    if (o.byDigest && this.manifests.cached(reference) !== undefined) await this.requireLink(client, repository, reference, 'manifest', t.reqId);
     const r = await this.manifests.get({ client, repository, reference, byDigest: o.byDigest, head: o.head, accept: o.accept, ...(t.reqId ? { reqId: t.reqId } : {}) });
     await gate?.checkManifest({ ...access, digest: r.digest });
     return { ...r, registry: client.registry, repository };
@@ -86,7 +87,10 @@ export class Mirror {
     const { client, repository } = this.locate(t);
     const gate = this.opts.gate?.governs(client.registry, repository) ? this.opts.gate : null;
     await gate?.authorize({ registry: client.registry, repository, credentials: t.credentials ?? null });
-    if (this.opts.index.getBlob(digest)) await this.requireLink(client, repository, digest, 'blob', t.reqId);
+    // A blob cached, or being filled, through another repository or upstream: confirm this one has it too.
+    const origin = this.blobs.fillOrigin(digest);
+    const foreignFill = origin !== undefined && (origin.registry !== client.registry || origin.repository !== repository);
+    if (foreignFill || this.opts.index.getBlob(digest)) await this.requireLink(client, repository, digest, 'blob', t.reqId);
     return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}) });
   }
 
@@ -121,6 +125,7 @@ export class Mirror {
   /** tags/list from the upstream; offline, the tags berth has seen. */
   async tags(t: Target, query: string): Promise<{ body: Buffer; link?: string; stale: boolean }> {
     const { client, repository } = this.locate(t);
+    if (this.opts.gate?.governs(client.registry, repository)) await this.opts.gate.authorize({ registry: client.registry, repository, credentials: t.credentials ?? null });
     try {
       const r = await client.getTags(repository, query, t.reqId ? { reqId: t.reqId } : {});
       if (!r) throw new OciError('NAME_UNKNOWN', 'repository name not known to registry', { name: t.name });

@@ -161,12 +161,14 @@ export class HarborGate implements PolicyGate {
           await this.creds.remember(loc.project, c.username, c.password, now);
           return;
         }
-        this.creds.forget(loc.project, c.username);
+        // Harbor revoked the pair berth remembers: forget it. A stranger's wrong password
+        // (a mismatch) must not erase the real user's remembered pair.
+        if (known === 'valid') this.creds.forget(loc.project, c.username);
         throw new OciError('UNAUTHORIZED', 'authentication required: Harbor did not accept these credentials for this repository', { project: loc.project }, BASIC_CHALLENGE);
       } catch (err) {
         if (err instanceof OciError) throw err;
+        // Harbor could not answer the question (down, 5xx, a bad answer): what it accepted before stands.
         this.noteUnreachable(err);
-        if (!isHarborUnreachable(err)) throw new OciError('UNAUTHORIZED', 'authentication required', { project: loc.project }, BASIC_CHALLENGE);
       }
     }
     // Offline: only a pair Harbor accepted before, within offline_grace.

@@ -75,9 +75,13 @@ export class BlobWriter {
     this.accepted += buf.length;
     this.queue.push(buf);
     this.queued += buf.length;
-    this.flushing ??= this.flushLoop().finally(() => {
-      this.flushing = null;
-    });
+    if (!this.flushing) {
+      this.flushing = this.flushLoop().finally(() => {
+        this.flushing = null;
+      });
+      // Failures are kept in `failure` and reported by the next write or drain.
+      this.flushing.catch(() => undefined);
+    }
     if (this.queued > QUEUE_HIGH) await this.drain();
   }
 
@@ -94,15 +98,13 @@ export class BlobWriter {
       try {
         await this.writeAll(batch, n);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOSPC' && this.onNoSpace && (await this.onNoSpace(n))) {
-          try {
-            await this.writeAll(batch, n);
-          } catch (again) {
-            this.failure = again as Error;
-            return;
-          }
-        } else {
-          this.failure = err as Error;
+        // Any failure here, making room included, ends the blob: a batch that did not land
+        // would leave a hole the hash does not know about.
+        try {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || !this.onNoSpace || !(await this.onNoSpace(n))) throw err;
+          await this.writeAll(batch, n);
+        } catch (final) {
+          this.failure = final as Error;
           return;
         }
       }
@@ -186,10 +188,11 @@ export class BlobWriter {
   /** Renames verified bytes into place under the digest's name. */
   async publish(): Promise<string> {
     if (!this.verified || this.closed) throw new Error('blob writer has nothing verified to publish');
-    this.closed = true;
     const final = this.layout.blobPath(this.digest);
     await fsp.mkdir(path.dirname(final), { recursive: true });
     await fsp.rename(this.tempPath, final);
+    // Only now: a failed rename leaves the writer abortable, so its temp file goes.
+    this.closed = true;
     return final;
   }
 

@@ -235,26 +235,21 @@ export class Index {
     }
   }
 
-  /**
-   * A flush from a timer: a failure (SQLITE_FULL on a full disk) is reported,
-   * never thrown, and the batch is kept for the next try (bounded: access
-   * times and counters are maps; the audit backlog keeps its newest 10 000).
-   */
+  /** A flush from a timer: a failure is reported, never thrown (flushAccess keeps the batch). */
   private backgroundFlush(): void {
-    const access = new Map(this.pendingAccess);
-    const counters = new Map(this.pendingCounters);
-    const audit = [...this.pendingAudit];
     try {
       this.flushAccess();
     } catch (err) {
-      for (const [d, at] of access) if (!this.pendingAccess.has(d)) this.pendingAccess.set(d, at);
-      for (const [n, v] of counters) this.pendingCounters.set(n, (this.pendingCounters.get(n) ?? 0) + v);
-      this.pendingAudit.unshift(...audit.slice(-10_000));
-      if (this.pendingAudit.length > 10_000) this.pendingAudit.splice(0, this.pendingAudit.length - 10_000);
       this.onBackgroundError(err);
     }
   }
 
+  /**
+   * Writes the batched access times, counters and audit entries in one
+   * transaction. On failure (SQLITE_FULL on a full disk) the batch is kept
+   * for the next try (bounded: access times and counters are maps; the
+   * audit backlog keeps its newest 10 000) and the error is thrown.
+   */
   flushAccess(): void {
     if ((this.pendingAccess.size === 0 && this.pendingCounters.size === 0 && this.pendingAudit.length === 0) || !this.db.open) return;
     const batch = [...this.pendingAccess];
@@ -265,15 +260,24 @@ export class Index {
     const insertAudit = audit.length > 0
       ? this.db.prepare('INSERT INTO audit (at, registry, repository, reference, digest, method, decision, reason, client, username) VALUES (@at, @registry, @repository, @reference, @digest, @method, @decision, @reason, @client, @username)')
       : null;
-    this.db.transaction(() => {
-      for (const a of audit) insertAudit!.run(a);
-      for (const [digest, at] of batch) {
-        this.st.touchBlob.run(at, digest);
-        this.st.touchManifest.run(at, digest);
-      }
-      for (const [name, n] of counters) this.st.bumpCounter.run(name, n);
-    })();
+    try {
+      this.db.transaction(() => {
+        for (const a of audit) insertAudit!.run(a);
+        for (const [digest, at] of batch) {
+          this.st.touchBlob.run(at, digest);
+          this.st.touchManifest.run(at, digest);
+        }
+        for (const [name, n] of counters) this.st.bumpCounter.run(name, n);
+      })();
+    } catch (err) {
+      for (const [d, at] of batch) this.touch(d, at);
+      for (const [n, v] of counters) this.pendingCounters.set(n, (this.pendingCounters.get(n) ?? 0) + v);
+      this.pendingAudit.unshift(...audit.slice(-10_000));
+      if (this.pendingAudit.length > 10_000) this.pendingAudit.splice(0, this.pendingAudit.length - 10_000);
+      throw err;
+    }
   }
+
 
   /** The audit record since `since` (epoch ms), oldest first, at most `limit` rows. */
   auditSince(since: number, limit: number): (AuditEntry & { id: number })[] {

@@ -127,6 +127,11 @@ t.test('air-gapped sites with real containerd, Distribution and skopeo', async (
     t.equal(r.code, 0, r.stderr);
     const res = JSON.parse(r.stdout) as { images: { name: string; tagged: boolean }[] };
     t.same(res.images.map((i) => [i.name, i.tagged]), [['docker.io/library/app:v1', true], ['docker.io/library/multi:v1', true]]);
+    const idx = new Database(path.join(fresh.cacheDir, 'index.db'), { readonly: true });
+    const linked = (repo: string, d: string) => idx.prepare('SELECT 1 FROM links WHERE registry = ? AND repository = ? AND digest = ?').get('docker.io', repo, d) !== undefined;
+    t.ok(linked('library/app', app.manifests[0]!.layers[0]!), "an image's content is linked to its own name");
+    t.notOk(linked('library/multi', app.manifests[0]!.layers[0]!), "and not to another image's name in the same archive");
+    idx.close();
     await ctd.forget();
     const pull = await ctd.pull('docker.io/library/app:v1', { hostsDir: freshHosts });
     t.equal(pull.code, 0, `pull from the imported cache: ${pull.stderr}`);

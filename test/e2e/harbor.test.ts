@@ -172,6 +172,10 @@ t.test('Harbor policy and private projects, online and offline, with real contai
     t.not(wrong.code, 0, 'credentials without access: refused');
     const ok = await ctd.pull(ref('secure/app'), { hostsDir, user: 'alice:alice-pw' });
     t.equal(ok.code, 0, `alice pulls: ${ok.stderr}`);
+    const guess = await berthManifest(berth, sim.host, 'secure/app', 'v1', { auth: 'alice:a-wrong-guess' });
+    t.equal(guess.status, 401, "a stranger's guess at alice's password is refused (and must not erase her remembered pair)");
+    const tagsAnon = await fetch(`${berth.url}/v2/secure/app/tags/list?ns=${sim.host}`);
+    t.equal(tagsAnon.status, 401, "a private repository's tag list needs credentials too");
     const viaPublic = await fetch(`${berth.url}/v2/edge/clean/blobs/${blob}?ns=${sim.host}`);
     t.not(viaPublic.status, 200, 'a private blob is not handed out under a public repository');
   });

@@ -185,3 +185,26 @@ t.test('a source with nothing gives a not-found fill', async (t) => {
   await t.rejects(fill.done);
   t.same(fs.readdirSync(files.layout.tmpDir), []);
 });
+
+t.test('an empty cached blob is served warm, again and again, without leaking its fd', async (t) => {
+  const files = await setup(t);
+  const { BlobCache } = await import('../../src/cache/blobs.js');
+  const { Index } = await import('../../src/store/index-db.js');
+  const { Metrics } = await import('../../src/metrics/metrics.js');
+  const index = new Index(path.join(files.layout.root, 'index.db'));
+  t.teardown(() => index.close());
+  const empty = sha256(Buffer.alloc(0));
+  const w = await files.createWriter(empty);
+  await w.commit(0);
+  index.putBlob(empty, 0);
+  const cache = new BlobCache(index, files, new Metrics({ defaultMetrics: false }), logger, { maxResumes: 0 });
+  const fdsBefore = fs.readdirSync('/proc/self/fd').length;
+  for (let i = 0; i < 50; i++) {
+    const h = await cache.get({ client: {} as never, repository: 'x', digest: empty, head: false });
+    t.equal(h.size, 0);
+    const got = await collect(h.open!(0, -1));
+    if (got.error || got.data.length !== 0) t.fail(`round ${i}: ${got.error?.message ?? got.data.length}`);
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  t.ok(fs.readdirSync('/proc/self/fd').length - fdsBefore < 5, 'no descriptor left open per request');
+});
