@@ -56,6 +56,11 @@ export class Fill {
   readonly digest: string;
   size: number | undefined;
   written = 0;
+  /** Bytes received and hashed; ahead of `written` while the write queue drains. */
+  accepted = 0;
+  /** The latest chunks received, with their offsets: followers take them from memory. */
+  private recent: { at: number; buf: Buffer }[] = [];
+  private recentBytes = 0;
   state: State = 'running';
   /** When the fill began: the time of the request that caused it, for LRU. */
   readonly startedAt = Date.now();
@@ -93,6 +98,32 @@ export class Fill {
   /** Stops the transfer (shutdown). Readers see the fill fail. */
   abort(reason = 'berth is shutting down'): void {
     this.abortController.abort(new Error(reason));
+  }
+
+  /**
+   * Keeps a received chunk for followers (the same bytes the hash saw, so
+   * as safe as the file; the last byte is still held back by the reader),
+   * so that they need not wait for the write and read it back.
+   */
+  private remember(chunk: Buffer): void {
+    this.recent.push({ at: this.accepted, buf: chunk });
+    this.accepted += chunk.length;
+    this.recentBytes += chunk.length;
+    while (this.recent.length > 1 && this.recentBytes - this.recent[0]!.buf.length >= MEMORY_WINDOW) {
+      this.recentBytes -= this.recent.shift()!.buf.length;
+    }
+  }
+
+  /** Up to `max` received bytes from `pos`, when they are still held in memory. */
+  fromMemory(pos: number, max: number): Buffer | undefined {
+    for (let i = this.recent.length - 1; i >= 0; i--) {
+      const c = this.recent[i]!;
+      if (pos < c.at) continue;
+      if (pos >= c.at + c.buf.length) return undefined;
+      const off = pos - c.at;
+      return c.buf.subarray(off, Math.min(c.buf.length, off + max));
+    }
+    return undefined;
   }
 
   onProgress(fn: () => void): () => void {
@@ -169,7 +200,9 @@ export class Fill {
               throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} is longer than its announced ${this.size} bytes`);
             }
             await writer.write(chunk);
+            this.remember(chunk);
             this.opts.onBytes?.(chunk.length);
+            this.events.emit('progress');
           }
         } catch (err) {
           answer.body.destroy();
@@ -194,6 +227,7 @@ export class Fill {
       await this.writer.checkDigest(this.size);
       this.size = size;
       this.written = size;
+      this.accepted = size;
       // Readers get their last byte now: correctness needed the digest, not the fsync.
       this.state = 'verified';
       this.verifiedBytes = true;
@@ -239,6 +273,8 @@ export function errText(err: unknown): string {
 }
 
 const CHUNK = 256 * 1024;
+/** Received bytes a fill keeps in memory for its followers. */
+const MEMORY_WINDOW = 4 * 1024 * 1024;
 
 /** Follows a fill's temp file; see the module comment for the hold-back rule. */
 export class FillReader extends Readable {
@@ -278,9 +314,10 @@ export class FillReader extends Readable {
       return;
     }
     const done = fill.state !== 'running';
-    // Bytes we may emit: up to what is written, but the last requested byte only once verified.
-    const available = Math.min(fill.written - 1, this.end);
-    const limit = done ? Math.min(this.end, fill.written - 1) : Math.min(available, this.end - 1);
+    // Bytes we may emit: up to what was received, but the last requested byte only once verified.
+    const have = done ? fill.written : fill.accepted;
+    const available = Math.min(have - 1, this.end);
+    const limit = done ? Math.min(this.end, have - 1) : Math.min(available, this.end - 1);
     if (this.pos > limit) {
       if (done && this.pos > this.end) {
         this.push(null);
@@ -291,13 +328,19 @@ export class FillReader extends Readable {
         this.destroy(new Error('blob shorter than the requested range'));
         return;
       }
-      if (!this.unsubscribe) {
-        this.unsubscribe = fill.onProgress(() => {
-          this.unsubscribe?.();
-          this.unsubscribe = null;
-          this.pump();
-        });
-      }
+      this.waitForProgress();
+      return;
+    }
+    const want = Math.min(CHUNK, limit - this.pos + 1);
+    const mem = done ? undefined : fill.fromMemory(this.pos, want);
+    if (mem) {
+      this.pos += mem.length;
+      if (this.push(mem)) this.pump();
+      return;
+    }
+    if (this.pos >= fill.written) {
+      // Received, no longer in memory, not yet on disk: the write queue is behind.
+      this.waitForProgress();
       return;
     }
     let fd: number;
@@ -307,7 +350,7 @@ export class FillReader extends Readable {
       this.destroy(err as Error);
       return;
     }
-    const len = Math.min(CHUNK, limit - this.pos + 1);
+    const len = Math.min(want, fill.written - this.pos);
     const buf = Buffer.allocUnsafe(len);
     this.reading = true;
     fs.read(fd, buf, 0, len, this.pos, (err, n) => {
@@ -323,6 +366,15 @@ export class FillReader extends Readable {
         return;
       }
       if (this.push(n === len ? buf : buf.subarray(0, n))) this.pump();
+    });
+  }
+
+  private waitForProgress(): void {
+    if (this.unsubscribe) return;
+    this.unsubscribe = this.fill.onProgress(() => {
+      this.unsubscribe?.();
+      this.unsubscribe = null;
+      this.pump();
     });
   }
 
