@@ -87,6 +87,10 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
   const index = new Index(layout.indexFile, {
     onBackgroundError: (err) => logger.warn({ code: (err as { code?: unknown }).code, err: (err as Error).message }, 'could not write batched index updates (disk full?); will retry'),
   });
+  if (opts.daemon) {
+    const completed = index.recoverPublishes((d) => files.sizeOnDisk(d));
+    if (completed > 0) logger.info({ completed }, 'completed blob publishes a crash interrupted');
+  }
   const metrics = new Metrics({ cacheStats: () => index.stats(), defaultMetrics: opts.daemon });
   if (opts.daemon) {
     for (const u of config.upstreams) if (u.skipVerify) logger.warn({ upstream: u.registry }, 'TLS verification is OFF for this upstream (skip_verify)');

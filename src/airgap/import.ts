@@ -182,8 +182,10 @@ async function publish(rt: Runtime, indexJson: Buffer, staged: Map<string, { wri
   const result: ImportResult = { images: [], manifests: 0, blobs: 0, bytes: 0 };
   for (const digest of planned.blobs) {
     const s = staged.get(digest)!;
+    const now = Date.now();
+    rt.index.beginPublish(digest, now);
     await s.writer.publish();
-    rt.index.putBlob(digest, s.size);
+    rt.index.endPublish(digest, s.size, now);
     result.blobs++;
     result.bytes += s.size;
   }

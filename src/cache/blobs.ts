@@ -236,8 +236,9 @@ export class BlobCache {
       },
       onBytes: (n) => this.metrics.upstreamBytes.inc({ upstream: registry }, n),
       ...(this.opts.ensureRoom ? { ensureRoom: this.opts.ensureRoom } : {}),
+      onPublishing: (d) => this.index.beginPublish(d, fill.startedAt),
       onCommitted: (d, size) => {
-        this.index.putBlob(d, size, fill.startedAt);
+        this.index.endPublish(d, size, fill.startedAt);
         this.index.link(registry, repository, d);
         this.onCommitted?.(d, size);
       },

@@ -38,6 +38,8 @@ export interface FillOptions {
   logger: Logger;
   /** How many times an interrupted transfer is resumed with Range. */
   maxResumes: number;
+  /** Called once the blob is verified and durable, just before it is renamed into place. */
+  onPublishing?: (digest: string) => void;
   /** Called once the blob is verified and on disk, before readers see 'done'. */
   onCommitted: (digest: string, size: number) => void;
   onBytes?: (n: number) => void;
@@ -233,6 +235,7 @@ export class Fill {
       this.verifiedBytes = true;
       this.events.emit('progress');
       await this.writer.makeDurable();
+      this.opts.onPublishing?.(digest);
       await this.writer.publish();
       this.opts.onCommitted(digest, size);
       this.state = 'done';

@@ -144,6 +144,37 @@ export class Index {
     return this.st.getBlob.get(digest);
   }
 
+  /** Notes that a verified blob is about to be renamed into place (before the rename). */
+  beginPublish(digest: string, accessedAt: number): void {
+    this.db.prepare('INSERT OR REPLACE INTO publishing (digest, accessed_at) VALUES (?, ?)').run(digest, accessedAt);
+  }
+
+  /** The blob is in place: index it and close its journal entry, in one transaction. */
+  endPublish(digest: string, size: number, accessedAt: number): void {
+    this.db.transaction(() => {
+      this.putBlob(digest, size, accessedAt);
+      this.db.prepare('DELETE FROM publishing WHERE digest = ?').run(digest);
+    })();
+  }
+
+  /**
+   * Start-up: completes publishes a crash interrupted. A file that made it
+   * into blobs/ was verified and fsynced before its rename: index it; one
+   * that did not is forgotten. Returns how many were completed.
+   */
+  recoverPublishes(sizeOnDisk: (digest: string) => number | null): number {
+    const rows = this.db.prepare('SELECT digest, accessed_at FROM publishing').all() as { digest: string; accessed_at: number }[];
+    let completed = 0;
+    for (const r of rows) {
+      const size = sizeOnDisk(r.digest);
+      if (size !== null) {
+        this.endPublish(r.digest, size, r.accessed_at);
+        completed++;
+      } else this.db.prepare('DELETE FROM publishing WHERE digest = ?').run(r.digest);
+    }
+    return completed;
+  }
+
   /** `accessedAt`: when the request that brought the blob came (a fill ends later than it starts). */
   putBlob(digest: string, size: number, accessedAt?: number): void {
     const now = this.now();

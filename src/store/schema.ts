@@ -84,4 +84,10 @@ export const MIGRATIONS: readonly string[] = [
      at INTEGER NOT NULL,
      PRIMARY KEY (registry, repository, reference)
    ) WITHOUT ROWID;`,
+  // 5: blobs between their rename into blobs/ and their index row. Start-up completes any
+  // publish a crash interrupted (usually none): no verified file is left unknown to the index.
+  `CREATE TABLE publishing (
+     digest TEXT PRIMARY KEY,
+     accessed_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];

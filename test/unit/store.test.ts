@@ -99,3 +99,25 @@ t.test('index: blobs, manifests with refs, tags, links, batched access', async (
   ro.close();
   again.close();
 });
+
+t.test('a publish a crash interrupted is completed at start-up', async (t) => {
+  const dir = tmp(t);
+  const files = new BlobFiles(new Layout(dir));
+  await files.init();
+  const idx = new Index(path.join(dir, 'index.db'));
+  const data = Buffer.from('renamed, never indexed');
+  const renamed = sha256(data);
+  const w = await files.createWriter(renamed);
+  await w.write(data);
+  idx.beginPublish(renamed, 1234);
+  await w.commit(data.length);
+  const lost = sha256('never renamed');
+  idx.beginPublish(lost, 1234);
+  // the crash: neither endPublish ran
+  t.equal(idx.getBlob(renamed), undefined);
+  t.equal(idx.recoverPublishes((d) => files.sizeOnDisk(d)), 1, 'one publish completed');
+  t.match(idx.getBlob(renamed), { size: data.length, last_access: 1234 });
+  t.equal(idx.getBlob(lost), undefined, 'a blob that never reached blobs/ is forgotten');
+  t.equal(idx.recoverPublishes((d) => files.sizeOnDisk(d)), 0, 'and the journal is empty after');
+  idx.close();
+});
