@@ -68,6 +68,14 @@ function keyOf(project: string, username: string): string {
 
 export class CredentialCache {
   private readonly entries = new Map<string, Entry>();
+  /** scrypt runs one at a time: at most one libuv thread, whatever the request rate. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  private oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
   private readonly ttlMs: number;
   private readonly maxEntries: number;
   private readonly st:
@@ -125,8 +133,10 @@ export class CredentialCache {
       return 'unknown';
     }
     const memo = memoOf(password);
-    if (entry.memo && timingSafeEqual(entry.memo, memo)) return 'valid';
-    const hash = await derive(password, entry.salt);
+    // Verified in this process: the memo is the right password's HMAC, so it decides without scrypt
+    // (a flood of wrong guesses then costs an HMAC each, not 16 MiB of scrypt on the thread pool).
+    if (entry.memo) return timingSafeEqual(entry.memo, memo) ? 'valid' : 'mismatch';
+    const hash = await this.oneAtATime(() => derive(password, entry.salt));
     if (hash.length === entry.hash.length && timingSafeEqual(hash, entry.hash)) {
       entry.memo = memo;
       return 'valid';
