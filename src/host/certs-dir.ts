@@ -67,7 +67,8 @@ export interface ConfigureOptions {
   ca?: string;
 }
 
-async function readOrNull(file: string): Promise<string | null> {
+/** A text file's contents, or null when it does not exist (other errors are thrown). */
+export async function readOrNull(file: string): Promise<string | null> {
   try {
     return await fs.readFile(file, 'utf8');
   } catch (e) {

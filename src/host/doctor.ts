@@ -30,6 +30,7 @@ import { finding, type Finding } from './findings.js';
 import { endpoints, parseHostsToml, sameUrl } from './hosts-toml.js';
 import { berthLiveFinding, diskFinding, harborFinding, probeBerth, upstreamFindings } from './probes.js';
 import { resolveHostsDir } from './targets.js';
+import { readOrNull } from './certs-dir.js';
 import { clockSkewFinding, ownCertificateFinding, peerCertificateFindings, skipVerifyFindings } from './tls-checks.js';
 
 export interface DoctorContext {
@@ -59,15 +60,6 @@ export interface DoctorOptions {
 
 const CONFIGURE = 'sudo berth configure containerd';
 
-async function readText(file: string): Promise<string | null> {
-  try {
-    return await fs.readFile(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
-}
-
 /** containerd's version and CRI registry settings; returns the directories CRI reads hosts.toml from. */
 async function containerdChecks(opts: DoctorOptions, berthDir: string): Promise<{ findings: Finding[]; dirs: string[] | null }> {
   const findings: Finding[] = [];
@@ -86,7 +78,7 @@ async function containerdChecks(opts: DoctorOptions, berthDir: string): Promise<
   const site: ContainerdSite = locateContainerdConfig(opts.containerdConfig) ?? { file: `${PLAIN_CONFIG} (absent: built-in defaults)`, editFile: PLAIN_CONFIG, restart: 'sudo systemctl restart containerd', substitutions: {} };
   let text: string | null;
   try {
-    text = opts.containerdConfig !== undefined || existsSync(site.file) ? await readText(site.file) : '';
+    text = opts.containerdConfig !== undefined || existsSync(site.file) ? await readOrNull(site.file) : '';
   } catch (e) {
     findings.push(finding('error', 'containerd.config', `cannot read ${site.file} (${(e as Error).message})`, 'run berth doctor as root'));
     return { findings, dirs: null };
@@ -121,7 +113,7 @@ async function hostsFinding(registry: string, dirs: readonly string[], berthUrl:
   const check = 'hosts.berth';
   const dir = await registryDir(dirs, registry);
   const file = path.join(dir ?? path.join(dirs[0] ?? '', registry), 'hosts.toml');
-  const text = dir === null ? null : await readText(file).catch(() => null);
+  const text = dir === null ? null : await readOrNull(file).catch(() => null);
   if (text === null) return finding('error', check, `${registry}: no ${file}: containerd pulls ${registry} images straight from the registry`, configureFix);
   let doc;
   try {
@@ -153,7 +145,7 @@ async function strayFindings(dir: string | undefined, mirrored: ReadonlySet<stri
   const out: Finding[] = [];
   for (const name of names.sort()) {
     if (mirrored.has(name)) continue;
-    const text = await readText(path.join(dir, name, 'hosts.toml')).catch(() => null);
+    const text = await readOrNull(path.join(dir, name, 'hosts.toml')).catch(() => null);
     if (text === null) continue;
     try {
       if (endpoints(parseHostsToml(text, name)).some((u) => sameUrl(u, berthUrl))) {
