@@ -13,6 +13,7 @@ import { X509Certificate } from 'node:crypto';
 import type { Config } from '../config/types.js';
 import { finding, type Finding } from './findings.js';
 import { parseHostsToml } from './hosts-toml.js';
+import { probePeerCertificate } from '../upstream/tls-probe.js';
 
 const SOON_MS = 14 * 86_400_000;
 const DAY = 86_400_000;
@@ -35,36 +36,6 @@ export async function ownCertificateFinding(config: Config, now = Date.now()): P
   }
 }
 
-interface Peer {
-  authorized: boolean;
-  authorizationError: string | undefined;
-  nameError: string | undefined;
-  subject: string;
-  validTo: string;
-}
-
-/** Connects as berth would (system roots plus ca_file), without failing, to see why verification would fail. */
-async function inspect(url: URL, caFile: string | undefined, timeoutMs: number): Promise<Peer> {
-  const ca = caFile ? [...tls.rootCertificates, await fs.readFile(caFile, 'utf8')] : undefined;
-  const host = url.hostname.replace(/^\[|\]$/g, '');
-  const servername = /^[\d.]+$|:/.test(host) ? undefined : host;
-  return new Promise((resolve, reject) => {
-    const s = tls.connect({ host, port: Number(url.port || 443), rejectUnauthorized: false, timeout: timeoutMs, ...(ca ? { ca } : {}), ...(servername ? { servername } : {}) });
-    s.once('secureConnect', () => {
-      const cert = s.getPeerCertificate();
-      const nameErr = tls.checkServerIdentity(host, cert);
-      const subject = Object.entries(cert.subject ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(', ');
-      resolve({ authorized: s.authorized, authorizationError: s.authorizationError ? String(s.authorizationError) : undefined, nameError: nameErr?.message, subject, validTo: cert.valid_to });
-      s.destroy();
-    });
-    s.once('timeout', () => {
-      s.destroy();
-      reject(new Error(`no TLS answer within ${timeoutMs} ms`));
-    });
-    s.once('error', reject);
-  });
-}
-
 export async function peerCertificateFindings(config: Config, timeoutMs: number, now = Date.now()): Promise<Finding[]> {
   const targets: { name: string; url: string; caFile: string | undefined; skipVerify: boolean; key: string }[] = config.upstreams.map((u) => ({ name: `upstream ${u.registry}`, url: u.url, caFile: u.caFile, skipVerify: u.skipVerify, key: 'upstream[].ca_file' }));
   if (config.harbor) targets.push({ name: 'Harbor', url: config.harbor.url, caFile: config.harbor.caFile, skipVerify: config.harbor.skipVerify, key: '[harbor] ca_file' });
@@ -73,13 +44,11 @@ export async function peerCertificateFindings(config: Config, timeoutMs: number,
     const url = new URL(t.url);
     if (url.protocol !== 'https:') continue;
     if (t.skipVerify) out.push(finding('warn', 'tls.skip_verify', `${t.name} (${t.url}): skip_verify is on, so berth cannot tell Harbor from an impostor`, `set ${t.key} to the CA that signed its certificate and turn skip_verify off`));
-    let peer: Peer;
-    try {
-      peer = await inspect(url, t.caFile, timeoutMs);
-    } catch {
-      // Reachability has its own finding; say nothing twice.
-      continue;
-    }
+    // As berth would verify: the system roots plus the ca_file.
+    const ca = t.caFile ? [...tls.rootCertificates, await fs.readFile(t.caFile, 'utf8')] : undefined;
+    const peer = await probePeerCertificate(url, { timeoutMs, ...(ca ? { ca } : {}) });
+    // No TLS answer: reachability has its own finding; say nothing twice.
+    if (!peer) continue;
     // Node folds the name check into `authorized` too: tell the two apart.
     const nameProblem = peer.nameError ?? (peer.authorizationError === 'ERR_TLS_CERT_ALTNAME_INVALID' ? 'the name is not in its subjectAltName' : undefined);
     if (!peer.authorized && !t.skipVerify && peer.authorizationError !== 'ERR_TLS_CERT_ALTNAME_INVALID') {
