@@ -90,7 +90,9 @@ export class Mirror {
     // A blob cached, or being filled, through another repository or upstream: confirm this one has it too.
     const origin = this.blobs.fillOrigin(digest);
     const foreignFill = origin !== undefined && (origin.registry !== client.registry || origin.repository !== repository);
-    if (foreignFill || this.opts.index.getBlob(digest)) await this.requireLink(client, repository, digest, 'blob', t.reqId);
+    // A link already confirmed settles it without touching the index (the hot path of a warm hit).
+    const confirmed = this.linked.has(linkKey(client.registry, repository, digest));
+    if (!confirmed && (foreignFill || this.opts.index.getBlob(digest))) await this.requireLink(client, repository, digest, 'blob', t.reqId);
     return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}) });
   }
 
@@ -106,7 +108,7 @@ export class Mirror {
    * repository has it too. Offline, such a request is refused (503).
    */
   private async requireLink(client: ReturnType<Upstreams['resolve']>, repository: string, digest: string, kind: 'blob' | 'manifest', reqId?: string): Promise<void> {
-    const key = `${client.registry}\0${repository}\0${digest}`;
+    const key = linkKey(client.registry, repository, digest);
     if (this.linked.has(key)) return;
     if (this.opts.index.isLinked(client.registry, repository, digest)) {
       this.linked.set(key, true);
@@ -146,4 +148,8 @@ export class Mirror {
   async drain(ms: number): Promise<void> {
     await this.blobs.drain(ms);
   }
+}
+
+function linkKey(registry: string, repository: string, digest: string): string {
+  return `${registry}\0${repository}\0${digest}`;
 }
