@@ -8,8 +8,6 @@ export const MEDIA_TYPES = {
   dockerManifestV1: 'application/vnd.docker.distribution.manifest.v1+json',
 } as const;
 
-export const MANIFEST_MEDIA_TYPES: readonly string[] = Object.values(MEDIA_TYPES);
-
 export const INDEX_MEDIA_TYPES: readonly string[] = [MEDIA_TYPES.ociIndex, MEDIA_TYPES.dockerManifestList];
 
 /** What berth asks an upstream for when the client sent no Accept header. */
