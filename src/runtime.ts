@@ -117,6 +117,7 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
     logger,
     tagTtlMs: config.cache.tagTtlMs,
     serveStale: config.cache.serveStale,
+    revalidateTimeoutMs: config.cache.revalidateTimeoutMs,
   });
   const evictor = new Evictor(index, files, logger, { maxBytes: config.cache.maxSizeBytes, isBusy: (d) => mirror.blobs.isBusy(d), metrics });
   evictorRef = evictor;

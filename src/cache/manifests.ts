@@ -4,7 +4,9 @@
  * the only mutable thing: trusted for tag_ttl, then revalidated with an
  * upstream HEAD (free on Docker Hub's pull limits; an unchanged digest costs
  * no body). When the upstream cannot be reached, a tag answers from its last
- * known digest if serve_stale allows, with a Warning header.
+ * known digest if serve_stale allows, with a Warning header; so it does when
+ * the revalidation takes longer than revalidate_timeout, which then goes on
+ * in the background.
  */
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
@@ -14,7 +16,8 @@ import { MEDIA_TYPES, acceptAllows, baseMediaType, declaredMediaType, upstreamAc
 import { manifestChildren } from '../oci/manifest.js';
 import type { Index, TagRow } from '../store/index-db.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { UpstreamError, isUnreachable, type RegistryClient } from '../upstream/types.js';
+import { formatDuration } from '../config/units.js';
+import { UpstreamError, isUnreachable, type RegistryClient, type RequestOptions } from '../upstream/types.js';
 import { SingleFlight } from './singleflight.js';
 import { toClientError } from './errors.js';
 
@@ -43,6 +46,16 @@ export interface ManifestRequest {
 
 const MAX_MANIFEST_CACHE_BYTES = 64 * 1024 * 1024;
 
+/** Calls `fire` after `ms`; returns a cancel. Tests pass their own. */
+export type Timer = (fire: () => void, ms: number) => () => void;
+
+const realTimer: Timer = (fire, ms) => {
+  const handle = setTimeout(fire, ms);
+  return () => clearTimeout(handle);
+};
+
+type UpstreamHead = Awaited<ReturnType<RegistryClient['headManifest']>>;
+
 export class ManifestCache {
   private readonly bodies = new LRUCache<string, { mediaType: string; body: Buffer }>({
     maxSize: MAX_MANIFEST_CACHE_BYTES,
@@ -50,12 +63,18 @@ export class ManifestCache {
   });
   private readonly tags = new LRUCache<string, TagRow>({ max: 50_000 });
   private readonly flights = new SingleFlight<ManifestResult>();
+  /** One upstream HEAD per tag (and Accept) at a time, shared by the HEAD and GET revalidations. */
+  private readonly tagHeads = new SingleFlight<UpstreamHead>();
+  /** Revalidations already past revalidate_timeout: whoever joins one answers at once. */
+  private readonly overdue = new WeakSet<Promise<ManifestResult>>();
+  /** Aborted at shutdown, so a revalidation left waiting on a silent upstream does not hold the daemon open. */
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly index: Index,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-    private readonly opts: { tagTtlMs: number; serveStale: boolean; now?: () => number },
+    private readonly opts: { tagTtlMs: number; serveStale: boolean; revalidateTimeoutMs: number; now?: () => number; timer?: Timer },
   ) {}
 
   private now(): number {
@@ -168,7 +187,8 @@ export class ManifestCache {
     const key = `t\0${registry}\0${repository}\0${tag}\0${req.head ? 'H' : 'G'}\0${req.accept ?? ''}`;
     const { promise } = this.flights.run(key, () => this.revalidate(req, usable ? known : undefined));
     try {
-      return await promise;
+      // A cached answer waits on its revalidation only so long (and only when it may be served stale).
+      return await (usable && this.opts.serveStale ? this.withinRevalidateTimeout(req, known, promise) : promise);
     } catch (err) {
       if (usable && this.opts.serveStale && isStaleWorthy(err)) {
         const warning = `299 - "berth: upstream ${registry} is unreachable; serving the last known digest of ${repository}:${tag}"`;
@@ -206,7 +226,8 @@ export class ManifestCache {
     // Only a request that admits indexes may move the tag: a narrow Accept gets a narrower answer.
     const broad = acceptAllows(req.accept, MEDIA_TYPES.ociIndex) || acceptAllows(req.accept, MEDIA_TYPES.dockerManifestList);
     if (known || req.head) {
-      const head = await client.headManifest(repository, tag, opts);
+      const { promise: asked } = this.tagHeads.run(`${registry}\0${repository}\0${tag}\0${opts.accept}`, () => this.headTag(client, repository, tag, opts));
+      const head = await asked;
       if (!head) {
         if (known) this.forgetTag(registry, repository, tag);
         throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { tag });
@@ -237,6 +258,62 @@ export class ManifestCache {
     this.index.clearRefusal(registry, repository, tag);
     if (broad) this.saveTag(registry, repository, tag, { digest: actual, media_type: mediaType, size: got.body.length, fetched_at: this.now() });
     return { digest: actual, mediaType, size: got.body.length, body: got.body, source: 'upstream' };
+  }
+
+  /** The upstream HEAD of a tag; at shutdown it ends as unavailable instead of running on to header_timeout. */
+  private async headTag(client: RegistryClient, repository: string, tag: string, opts: RequestOptions): Promise<UpstreamHead> {
+    try {
+      return await client.headManifest(repository, tag, { ...opts, signal: this.stopping.signal });
+    } catch (err) {
+      if (this.stopping.signal.aborted) throw new OciError('UNAVAILABLE', 'berth is shutting down');
+      throw err;
+    }
+  }
+
+  /** Shutdown: ends the tag revalidations still waiting on an upstream (those in the background above all). */
+  stop(): void {
+    this.stopping.abort();
+  }
+
+  /**
+   * The revalidation's answer if it comes within revalidate_timeout; past it,
+   * the last known digest (stale, with a Warning) while the revalidation goes
+   * on in the background and updates the tag when it ends. A request that
+   * joins a revalidation already past its deadline answers at once. A tag
+   * whose body is not cached (resolved by a HEAD only) has nothing to serve a
+   * GET with, so that GET waits the revalidation out.
+   */
+  private async withinRevalidateTimeout(req: ManifestRequest, known: TagRow, revalidation: Promise<ManifestResult>): Promise<ManifestResult> {
+    if (!this.overdue.has(revalidation)) {
+      let cancel = (): void => {};
+      const late = new Promise<'late'>((resolve) => {
+        cancel = (this.opts.timer ?? realTimer)(() => resolve('late'), this.opts.revalidateTimeoutMs);
+      });
+      const first = await Promise.race([revalidation, late]).finally(() => cancel());
+      if (first !== 'late') return first;
+    }
+    const { client, repository, reference: tag } = req;
+    const registry = client.registry;
+    const warning = `299 - "berth: upstream ${registry} did not answer within ${formatDuration(this.opts.revalidateTimeoutMs)}; serving the last known digest of ${repository}:${tag}"`;
+    const stale = req.head ? { ...headOf(known, 'stale'), warning } : this.fromCache(known.digest, false, 'stale', warning);
+    if (!stale) return revalidation;
+    if (!this.overdue.has(revalidation)) {
+      this.overdue.add(revalidation);
+      this.finishInBackground(registry, repository, tag, known, revalidation);
+    }
+    this.metrics.revalidationsDeferred.inc({ upstream: registry });
+    this.logger.debug({ upstream: registry, repository, tag, digest: known.digest }, 'revalidation outlasted revalidate_timeout; serving the last known digest');
+    return stale;
+  }
+
+  /** Logs how a revalidation that outlasted its deadline ended (the tag itself is updated by `revalidate`). */
+  private finishInBackground(registry: string, repository: string, tag: string, known: TagRow, revalidation: Promise<ManifestResult>): void {
+    const started = this.now();
+    this.logger.warn({ upstream: registry, repository, tag, digest: known.digest, timeoutMs: this.opts.revalidateTimeoutMs }, 'tag revalidation is slow; serving the last known digest meanwhile');
+    revalidation.then(
+      (r) => this.logger.info({ upstream: registry, repository, tag, digest: r.digest, previous: known.digest, ms: this.now() - started }, 'tag revalidated in the background'),
+      (err: unknown) => this.logger.warn({ upstream: registry, repository, tag, digest: known.digest, err: (err as Error).message }, 'background tag revalidation failed'),
+    );
   }
 
   private forgetTag(registry: string, repository: string, tag: string): void {

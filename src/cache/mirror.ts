@@ -25,6 +25,8 @@ export interface MirrorOptions {
   logger: Logger;
   tagTtlMs: number;
   serveStale: boolean;
+  /** How long a cached tag waits on its revalidation before answering from the last known digest. */
+  revalidateTimeoutMs: number;
   /** How often an interrupted blob transfer is resumed with Range. */
   maxResumes?: number;
   /** Makes room on the cache disk (eviction past max_size when the disk itself is full). */
@@ -53,9 +55,8 @@ export class Mirror {
   constructor(private readonly opts: MirrorOptions) {
     this.upstreams = opts.upstreams;
     this.logger = opts.logger;
-    const cacheOpts: { tagTtlMs: number; serveStale: boolean; now?: () => number } = { tagTtlMs: opts.tagTtlMs, serveStale: opts.serveStale };
-    if (opts.now) cacheOpts.now = opts.now;
-    this.manifests = new ManifestCache(opts.index, opts.metrics, opts.logger, cacheOpts);
+    const { tagTtlMs, serveStale, revalidateTimeoutMs, now } = opts;
+    this.manifests = new ManifestCache(opts.index, opts.metrics, opts.logger, { tagTtlMs, serveStale, revalidateTimeoutMs, ...(now ? { now } : {}) });
     this.blobs = new BlobCache(opts.index, opts.files, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3, ...(opts.ensureRoom ? { ensureRoom: opts.ensureRoom } : {}) });
   }
 
@@ -144,9 +145,11 @@ export class Mirror {
     }
   }
 
-  /** Shutdown: let fills under way finish for up to `ms`. */
+  /** Shutdown: let fills under way finish for up to `ms`, then end tag revalidations still waiting on an upstream. */
   async drain(ms: number): Promise<void> {
     await this.blobs.drain(ms);
+    // Revalidations left in the background would hold upstream connections (and the exit) open.
+    this.manifests.stop();
   }
 }
 

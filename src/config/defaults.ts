@@ -40,6 +40,7 @@ export const DEFAULTS = deepFreeze({
     max_size: '20GiB',
     tag_ttl: '5m',
     serve_stale: true,
+    revalidate_timeout: '3s',
     prefetch_interval: '1h',
   },
   log: {

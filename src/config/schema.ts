@@ -10,7 +10,7 @@ type Keys = Readonly<Record<string, Kind>>;
 /** Sections that are one table ([server]); these can be overridden from the environment. */
 export const TABLE_SECTIONS = {
   server: { listen: 'string', tls_cert_file: 'string', tls_key_file: 'string', drain_timeout: 'duration' },
-  cache: { dir: 'string', max_size: 'size', tag_ttl: 'duration', serve_stale: 'bool', prefetch_interval: 'duration' },
+  cache: { dir: 'string', max_size: 'size', tag_ttl: 'duration', serve_stale: 'bool', revalidate_timeout: 'duration', prefetch_interval: 'duration' },
   log: { level: 'string' },
   harbor: {
     url: 'string',

@@ -51,6 +51,8 @@ export function buildCache(f: Fields): Config['cache'] {
     // 0 is allowed: revalidate every tag on every request.
     tagTtlMs: f.duration('tag_ttl'),
     serveStale: f.bool('serve_stale'),
+    // More than 0 (0 would answer every overdue tag stale without waiting at all); given to a timer.
+    revalidateTimeoutMs: f.duration('revalidate_timeout', TIMER),
     // 0 turns the daemon's own prefetch runs off ([[prefetch]] then only runs by command).
     prefetchIntervalMs: f.duration('prefetch_interval', { timer: true }),
   };

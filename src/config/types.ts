@@ -67,6 +67,8 @@ export interface Config {
     maxSizeBytes: number;
     tagTtlMs: number;
     serveStale: boolean;
+    /** How long a cached tag waits on its revalidation before answering from the last known digest. */
+    revalidateTimeoutMs: number;
     /** How often the daemon runs the [[prefetch]] list (0: never, only `berth prefetch`). */
     prefetchIntervalMs: number;
   };

@@ -16,6 +16,7 @@ export class Metrics {
   readonly cacheRequests: client.Counter<'kind' | 'result'>;
   readonly servedBytes: client.Counter<'source'>;
   readonly staleAnswers: client.Counter<'upstream'>;
+  readonly revalidationsDeferred: client.Counter<'upstream'>;
   readonly coalescedWaiters: client.Counter;
   readonly fillsInFlight: client.Gauge;
   readonly upstreamRequests: client.Counter<'upstream' | 'kind' | 'code'>;
@@ -41,7 +42,13 @@ export class Metrics {
     });
     this.cacheRequests = new client.Counter({ name: 'berth_cache_requests_total', help: 'Registry reads by kind and result (hit, miss, stale, coalesced, not_found, error)', labelNames: ['kind', 'result'], registers });
     this.servedBytes = new client.Counter({ name: 'berth_served_bytes_total', help: 'Blob bytes sent to clients, by where they came from (cache = bytes the WAN was spared)', labelNames: ['source'], registers });
-    this.staleAnswers = new client.Counter({ name: 'berth_stale_answers_total', help: 'Tag answers served from the last known digest because the upstream was unreachable', labelNames: ['upstream'], registers });
+    this.staleAnswers = new client.Counter({ name: 'berth_stale_answers_total', help: 'Tag answers served from the last known digest because the upstream was unreachable or slower than revalidate_timeout', labelNames: ['upstream'], registers });
+    this.revalidationsDeferred = new client.Counter({
+      name: 'berth_revalidations_deferred_total',
+      help: 'Tag answers that did not wait past revalidate_timeout for their revalidation (the last known digest was served; the revalidation finished in the background)',
+      labelNames: ['upstream'],
+      registers,
+    });
     this.coalescedWaiters = new client.Counter({ name: 'berth_coalesced_waiters_total', help: 'Blob requests that joined a transfer already under way instead of starting one', registers });
     this.fillsInFlight = new client.Gauge({ name: 'berth_fills_in_flight', help: 'Blob transfers from upstreams under way', registers });
     this.upstreamRequests = new client.Counter({ name: 'berth_upstream_requests_total', help: 'Requests berth sent upstream, by upstream, kind and status code', labelNames: ['upstream', 'kind', 'code'], registers });

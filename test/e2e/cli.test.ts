@@ -36,6 +36,7 @@ t.test('bad config values exit 2 naming the key and the file; serve starts nothi
   const cases: [string, string, RegExp][] = [
     ['max_size', `[cache]\ndir = "${cache}"\nmax_size = "12XB"\n`, /cache\.max_size/],
     ['tag_ttl', `[cache]\ndir = "${cache}"\ntag_ttl = "soon"\n`, /cache\.tag_ttl/],
+    ['revalidate_timeout', `[cache]\ndir = "${cache}"\nrevalidate_timeout = "0"\n`, /cache\.revalidate_timeout/],
     ['unknown key', `[cache]\ndir = "${cache}"\ncolour = "blue"\n`, /cache\.colour/],
     ['listen', `[server]\nlisten = "127.0.0.1:99999"\n[cache]\ndir = "${cache}"\n`, /server\.listen/],
     ['upstream url', `[cache]\ndir = "${cache}"\n[[upstream]]\nregistry = "docker.io"\nurl = "ftp://x"\n`, /upstream\[0\]\.url/],

@@ -54,7 +54,7 @@ t.test('built-in defaults load with no file and no environment', async (t) => {
   t.same(c, {
     source: null,
     server: { listen: '127.0.0.1:5050', host: '127.0.0.1', port: 5050, drainTimeoutMs: 30_000 },
-    cache: { dir: join(cwd, 'var/berth'), maxSizeBytes: 20 * GiB, tagTtlMs: 300_000, serveStale: true, prefetchIntervalMs: 3_600_000 },
+    cache: { dir: join(cwd, 'var/berth'), maxSizeBytes: 20 * GiB, tagTtlMs: 300_000, serveStale: true, revalidateTimeoutMs: 3_000, prefetchIntervalMs: 3_600_000 },
     log: { level: 'info' },
     upstreams: [
       {
@@ -112,6 +112,7 @@ dir = "/var/cache/berth"
 max_size = "1.5TiB"
 tag_ttl = "0"
 serve_stale = false
+revalidate_timeout = "500ms"
 prefetch_interval = "0"
 
 [log]
@@ -165,7 +166,7 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
       tlsCertFile: join(dir, 'tls/berth.crt'),
       tlsKeyFile: join(dir, 'tls/berth.key'),
     },
-    cache: { dir: '/var/cache/berth', maxSizeBytes: 1.5 * 2 ** 40, tagTtlMs: 0, serveStale: false, prefetchIntervalMs: 0 },
+    cache: { dir: '/var/cache/berth', maxSizeBytes: 1.5 * 2 ** 40, tagTtlMs: 0, serveStale: false, revalidateTimeoutMs: 500, prefetchIntervalMs: 0 },
     log: { level: 'debug' },
     upstreams: [
       {
@@ -244,6 +245,7 @@ t.test('environment overrides, coerced to each key\'s type', async (t) => {
     BERTH_CACHE_MAX_SIZE: '50GiB',
     BERTH_CACHE_SERVE_STALE: 'false',
     BERTH_CACHE_TAG_TTL: '1m',
+    BERTH_CACHE_REVALIDATE_TIMEOUT: '10s',
     BERTH_LOG_LEVEL: 'warn',
     BERTH_HARBOR_URL: 'https://harbor.example.com',
     BERTH_HARBOR_USERNAME: 'robot$edge',
@@ -258,6 +260,7 @@ t.test('environment overrides, coerced to each key\'s type', async (t) => {
   t.equal(config.cache.maxSizeBytes, 50 * GiB);
   t.equal(config.cache.serveStale, false);
   t.equal(config.cache.tagTtlMs, 60_000);
+  t.equal(config.cache.revalidateTimeoutMs, 10_000);
   t.equal(config.log.level, 'warn');
   t.match(config.harbor, {
     url: 'https://harbor.example.com',
@@ -282,11 +285,12 @@ t.test('bad environment variables name themselves', async (t) => {
   const cases: [NodeJS.ProcessEnv, string, RegExp][] = [
     [{ BERTH_CACHE_MAX_SIZE: '12XB' }, 'cache.max_size', /"12XB" is not a size/],
     [{ BERTH_CACHE_SERVE_STALE: 'yes' }, 'cache.serve_stale', /expected true, false, 1 or 0, got "yes"/],
+    [{ BERTH_CACHE_REVALIDATE_TIMEOUT: '3' }, 'cache.revalidate_timeout', /"3" has no unit/],
     [{ BERTH_UPSTREAM_URL: 'https://x' }, 'upstream.url', /config file only/],
     [{ BERTH_PREFETCH_IMAGE: 'nginx' }, 'prefetch.image', /config file only/],
     [{ BERTH_FOO_BAR: '1' }, 'foo.bar', /no such section/],
     [{ BERTH_CACHE: '1' }, 'cache', /no key/],
-    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale, prefetch_interval\)/],
+    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale, revalidate_timeout, prefetch_interval\)/],
     [{ BERTH_SERVER_LISTEN: '5050' }, 'server.listen', /not host:port/],
     [{ BERTH_HARBOR_USERNAME: 'robot' }, 'harbor.url', /missing/],
   ];
@@ -334,6 +338,9 @@ t.test('every kind of bad value or unknown key names the key and the file', asyn
     ['[cache]\ntag_ttl = "-1s"', 'cache.tag_ttl', /negative/],
     ['[cache]\ntag_ttl = 1979-05-27', 'cache.tag_ttl', /expected a string, got a date/],
     ['[cache]\nserve_stale = "yes"', 'cache.serve_stale', /expected true or false, got string "yes"/],
+    ['[cache]\nrevalidate_timeout = "soon"', 'cache.revalidate_timeout', /"soon" is not a duration/],
+    ['[cache]\nrevalidate_timeout = "0"', 'cache.revalidate_timeout', /must be more than 0/],
+    ['[cache]\nrevalidate_timeout = "30d"', 'cache.revalidate_timeout', /too long/],
     ['[cache]\ndir = ""', 'cache.dir', /must not be empty/],
     ['[cache]\ndir = ["a"]', 'cache.dir', /expected a string, got an array/],
     ['[log]\nlevel = "verbose"', 'log.level', /not a log level \(one of fatal, error, warn, info, debug, trace, silent\)/],

@@ -4,7 +4,9 @@
  * after it one HEAD and no body when unchanged; stale answers when down.
  */
 import t from 'tap';
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
+import { Writable } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
@@ -14,7 +16,7 @@ import { Metrics } from '../../src/metrics/metrics.js';
 import { sha256 } from '../../src/oci/digest.js';
 import { MEDIA_TYPES } from '../../src/oci/mediatypes.js';
 import { OciError } from '../../src/oci/errors.js';
-import { UpstreamError, type ManifestAnswer, type RegistryClient } from '../../src/upstream/types.js';
+import { UpstreamError, type ManifestAnswer, type RegistryClient, type RequestOptions } from '../../src/upstream/types.js';
 
 class CountingUpstream implements RegistryClient {
   readonly registry = 'docker.io';
@@ -22,6 +24,14 @@ class CountingUpstream implements RegistryClient {
   down = false;
   tags = new Map<string, Buffer>();
   corruptNext = false;
+  /** While set, HEADs hang like an upstream that accepts and never answers, until release(). */
+  hang = false;
+  private held: Array<() => void> = [];
+
+  release(): void {
+    this.hang = false;
+    for (const go of this.held.splice(0)) go();
+  }
 
   set(tag: string, body: object): string {
     const b = Buffer.from(JSON.stringify(body));
@@ -41,8 +51,14 @@ class CountingUpstream implements RegistryClient {
     this.corruptNext = false;
     return { digest: sha256(b), mediaType: MEDIA_TYPES.ociManifest, size: body.length, body };
   }
-  async headManifest(repository: string, reference: string) {
+  async headManifest(repository: string, reference: string, opts: RequestOptions = {}) {
     this.calls.push(`HEAD ${reference}`);
+    if (this.hang) {
+      await new Promise<void>((go, fail) => {
+        this.held.push(go);
+        opts.signal?.addEventListener('abort', () => fail(new Error('aborted')), { once: true });
+      });
+    }
     if (this.down) throw new UpstreamError('UPSTREAM_UNREACHABLE', this.registry, 'connect ECONNREFUSED');
     const b = this.find(reference);
     return b ? { digest: sha256(b), mediaType: MEDIA_TYPES.ociManifest, size: b.length } : null;
@@ -74,15 +90,59 @@ function setup(t: { teardown(fn: () => unknown): void }, opts: { serveStale?: bo
   });
   let now = 1_000_000;
   const clock = { advance: (ms: number) => (now += ms) };
-  const cache = new ManifestCache(index, new Metrics({ defaultMetrics: false }), pino({ level: 'silent' }), {
+  // revalidate_timeout deadlines fire when the test says so, not by the wall clock.
+  const deadlines = new Set<() => void>();
+  const expire = (): number => {
+    const due = [...deadlines];
+    deadlines.clear();
+    for (const fire of due) fire();
+    return due.length;
+  };
+  // Log lines as events, to wait for a background revalidation to end.
+  const logs = new EventEmitter();
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      const line = JSON.parse(chunk.toString('utf8')) as Record<string, unknown>;
+      lines.push(line);
+      logs.emit('line', line);
+      done();
+    },
+  });
+  const logged = (msg: string) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const seen = lines.find((l) => l.msg === msg);
+      if (seen) return resolve(seen);
+      const on = (l: Record<string, unknown>) => {
+        if (l.msg !== msg) return;
+        logs.off('line', on);
+        resolve(l);
+      };
+      logs.on('line', on);
+    });
+  const metrics = new Metrics({ defaultMetrics: false });
+  const cache = new ManifestCache(index, metrics, pino({ level: 'debug' }, sink), {
     tagTtlMs: 60_000,
     serveStale: opts.serveStale ?? true,
+    revalidateTimeoutMs: 3_000,
     now: () => now,
+    timer: (fire) => {
+      deadlines.add(fire);
+      return () => deadlines.delete(fire);
+    },
   });
   const up = new CountingUpstream();
   const req = (reference: string, o: { head?: boolean; accept?: string } = {}) =>
     cache.get({ client: up, repository: 'library/app', reference, byDigest: reference.startsWith('sha256:'), head: o.head ?? false, accept: o.accept });
-  return { cache, up, req, clock, index };
+  return { cache, up, req, clock, index, expire, logged, metrics };
+}
+
+/** p's outcome if it has one once every pending callback has run; otherwise it is still waiting (on the upstream). */
+async function settled<T>(p: Promise<T>): Promise<T> {
+  const waiting = Symbol('waiting');
+  const r = await Promise.race([p, new Promise<typeof waiting>((resolve) => setImmediate(resolve, waiting))]);
+  if (r === waiting) throw new Error('still waiting on the upstream');
+  return r;
 }
 
 t.test('within tag_ttl a tag costs no upstream call; after it one HEAD and no body', async (t) => {
@@ -178,4 +238,108 @@ t.test('a narrow Accept never moves the tag for everyone else', async (t) => {
   t.equal(index.getTag('docker.io', 'library/app', 'v1'), undefined, 'not recorded from a narrow request');
   await req('v1');
   t.ok(index.getTag('docker.io', 'library/app', 'v1'), 'recorded from a broad one');
+});
+
+t.test('a revalidation that hangs: past revalidate_timeout the last known digest answers, and the upstream is asked once', async (t) => {
+  const { up, req, clock, expire, metrics } = setup(t);
+  const d1 = up.set('v1', { n: 1 });
+  const first = await req('v1');
+  clock.advance(61_000);
+  up.calls = [];
+  up.hang = true;
+  const head = req('v1', { head: true });
+  await t.rejects(settled(head), /still waiting/, 'a cached tag first waits on its revalidation');
+  t.equal(expire(), 1, 'for revalidate_timeout');
+  const h = await settled(head);
+  t.match(h, { source: 'stale', digest: d1, body: undefined });
+  t.match(h.warning, /^299 - "berth: upstream docker\.io did not answer within 3s; serving the last known digest of library\/app:v1"$/);
+  const get = req('v1');
+  expire();
+  const g = await settled(get);
+  t.match(g, { source: 'stale', digest: d1 });
+  t.same(g.body, first.body, 'GET: the last known bytes');
+  const again = await settled(req('v1', { head: true }));
+  t.equal(again.source, 'stale', 'a request joining a revalidation already past its deadline answers at once');
+  t.same(up.calls, ['HEAD v1'], 'HEAD and GET requests share the one upstream revalidation, still under way');
+  const text = await metrics.registry.metrics();
+  t.match(text, /^berth_revalidations_deferred_total\{upstream="docker\.io"\} 3$/m, 'each answer that did not wait is counted');
+  t.match(text, /^berth_stale_answers_total\{upstream="docker\.io"\} 3$/m, 'and is a stale answer like any other');
+  up.release();
+});
+
+t.test('a revalidation that finishes late, in the background, updates the tag for the next request', async (t) => {
+  const { up, req, clock, expire, logged } = setup(t);
+  const d1 = up.set('v1', { n: 1 });
+  await req('v1');
+  clock.advance(61_000);
+  up.hang = true;
+  const stale = req('v1', { head: true });
+  expire();
+  t.equal((await settled(stale)).digest, d1);
+  const d2 = up.set('v1', { n: 2 });
+  up.calls = [];
+  up.release();
+  const done = await logged('tag revalidated in the background');
+  t.match(done, { upstream: 'docker.io', repository: 'library/app', tag: 'v1', digest: d2, previous: d1 });
+  const next = await req('v1', { head: true });
+  t.match(next, { source: 'cache', digest: d2 }, 'the moved tag, trusted for tag_ttl from the late answer');
+  const body = await req('v1');
+  t.equal(body.digest, d2);
+  t.same(up.calls, [`GET ${d2}`], 'no second revalidation (the held HEAD came before the reset); the new body fetched by digest');
+});
+
+t.test('a background revalidation that fails is logged, and the next request revalidates again', async (t) => {
+  const { up, req, clock, expire, logged } = setup(t);
+  const d1 = up.set('v1', { n: 1 });
+  await req('v1');
+  clock.advance(61_000);
+  up.hang = true;
+  const stale = req('v1', { head: true });
+  expire();
+  t.equal((await settled(stale)).source, 'stale');
+  up.down = true;
+  up.release();
+  t.match(await logged('background tag revalidation failed'), { upstream: 'docker.io', tag: 'v1', err: /ECONNREFUSED/ });
+  up.down = false;
+  up.calls = [];
+  t.match(await req('v1', { head: true }), { source: 'cache', digest: d1 });
+  t.same(up.calls, ['HEAD v1'], 'revalidated afresh');
+});
+
+t.test('revalidate_timeout does not apply to misses nor with serve_stale = false', async (t) => {
+  await t.test('an unknown tag waits for the upstream', async (t) => {
+    const { up, req, expire } = setup(t);
+    up.hang = true;
+    const miss = req('v2', { head: true });
+    t.equal(expire(), 0, 'no deadline');
+    await t.rejects(settled(miss), /still waiting/);
+    const d2 = up.set('v2', { n: 2 });
+    up.release();
+    t.match(await miss, { source: 'upstream', digest: d2 });
+  });
+  await t.test('serve_stale = false: a cached tag waits for its revalidation too', async (t) => {
+    const { up, req, clock, expire } = setup(t, { serveStale: false });
+    const d1 = up.set('v1', { n: 1 });
+    await req('v1');
+    clock.advance(61_000);
+    up.hang = true;
+    const head = req('v1', { head: true });
+    t.equal(expire(), 0, 'no deadline');
+    await t.rejects(settled(head), /still waiting/);
+    up.release();
+    t.match(await head, { source: 'cache', digest: d1 });
+  });
+});
+
+t.test('at shutdown a revalidation left in the background ends at once', async (t) => {
+  const { up, req, clock, expire, logged, cache } = setup(t);
+  up.set('v1', { n: 1 });
+  await req('v1');
+  clock.advance(61_000);
+  up.hang = true;
+  const stale = req('v1', { head: true });
+  expire();
+  t.equal((await settled(stale)).source, 'stale');
+  cache.stop();
+  t.match(await logged('background tag revalidation failed'), { tag: 'v1', err: /shutting down/ });
 });
