@@ -10,7 +10,7 @@
  * not get there: fetch the facts first (`fetchArtifactFacts` in sync.ts) and
  * evaluate those; Harbor itself would answer 404 for an artifact it does not
  * have, and a proxy-cache project's first pull is not yet an artifact in
- * Harbor, which berth (stricter than Harbor, see README) refuses too.
+ * Harbor, which berth (stricter than Harbor, see docs/harbor.md) refuses too.
  * Offline the refusal is the fail-closed answer: berth cannot show that an
  * image it knows nothing about satisfies the project's policy.
  */

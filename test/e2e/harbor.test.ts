@@ -15,7 +15,7 @@ import { startContainerd, writeHostsToml } from '../harness/containerd.js';
 import { startBerth, type Berth } from '../harness/berth.js';
 import { tempDirFor, waitFor } from '../harness/procs.js';
 
-/** The minimal grant berth's robot needs (README: "Harbor robot account"). */
+/** The minimal grant berth's robot needs (docs/harbor.md: "The robot account"). */
 const ROBOT_ACCESS = [
   ['project', 'read'],
   ['metadata', 'list'],
