@@ -1,9 +1,9 @@
 /** Flags every command shares, and turning config errors into exit 2. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { loadConfig, resolveConfigPath, ConfigError } from '../config/load.js';
+import { loadConfigWithWarnings, resolveConfigPath, ConfigError, type ConfigWarning } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import pino from 'pino';
-import { UsageError } from './command.js';
+import { UsageError, err } from './command.js';
 import { createLogger } from '../log.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { hostPlatform, parsePlatform, type Platform } from '../oci/platform.js';
@@ -19,9 +19,20 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
   }
 }
 
-export function configFrom(flag: string | undefined): Config {
+/**
+ * The configuration a command runs with. Warnings (BERTH_* variables that name
+ * no key) go to `warn`; by default they are printed on stderr as
+ * "berth: warning: …" (a command's logger, if any, is made from the config).
+ */
+export function configFrom(flag: string | undefined, warn: (w: ConfigWarning) => void = printWarning): Config {
   const file = resolveConfigPath(flag, process.env);
-  return loadConfig(file === null ? { env: process.env } : { file, env: process.env });
+  const { config, warnings } = loadConfigWithWarnings(file === null ? { env: process.env } : { file, env: process.env });
+  for (const w of warnings) warn(w);
+  return config;
+}
+
+function printWarning(w: ConfigWarning): void {
+  err(`berth: warning: ${w.message}`);
 }
 
 /** The cache, upstreams and mirror for a command that runs beside (or without) the daemon. */

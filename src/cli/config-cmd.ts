@@ -11,6 +11,8 @@ export const configCommand: Command = {
 Loads the configuration the way \`berth serve\` would (file, then
 BERTH_<SECTION>_<KEY> environment overrides), validates every key, and
 prints the effective configuration as JSON with secrets redacted.
+A BERTH_* variable that names no key (Kubernetes sets BERTH_PORT and the
+like for a Service named berth…) is ignored with a warning on stderr.
 Exit 0 when valid; exit 2 naming the offending key and file otherwise.
 
 Options:

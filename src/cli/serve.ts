@@ -2,6 +2,7 @@ import type { Command } from './command.js';
 import { EXIT } from './command.js';
 import { CONFIG_FLAG, configFrom, parse } from './common.js';
 import { createLogger } from '../log.js';
+import type { ConfigWarning } from '../config/load.js';
 import { startDaemon } from '../daemon.js';
 import { notifyReady } from '../host/notify.js';
 
@@ -22,8 +23,11 @@ Options:
 `,
   async run(argv) {
     const { values } = parse(argv, CONFIG_FLAG);
-    const config = configFrom(values.config);
+    // The logger comes from the config, so the loader's warnings wait for it.
+    const warnings: ConfigWarning[] = [];
+    const config = configFrom(values.config, (w) => warnings.push(w));
     const logger = createLogger(config.log.level);
+    for (const w of warnings) logger.warn({ variable: w.file.replace(/^environment /, ''), key: w.key }, w.message);
     const daemon = await startDaemon(config, logger);
     void notifyReady(logger, { status: `serving on ${daemon.url}` });
     await new Promise<void>((resolve) => {

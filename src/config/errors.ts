@@ -29,3 +29,17 @@ export const BUILT_IN = 'built-in defaults';
 export function envOrigin(name: string): string {
   return `environment ${name}`;
 }
+
+/**
+ * Something the loader ignored and says so: a BERTH_* variable that names no
+ * key. Returned rather than logged because the logger is made from the config;
+ * the caller logs it (the daemon) or prints it (a command).
+ */
+export interface ConfigWarning {
+  /** As ConfigError.file: "environment BERTH_PORT". */
+  file: string;
+  /** The dotted key the name would be ("server.port"). */
+  key: string;
+  /** "file: key: problem; ignored…", for people. */
+  message: string;
+}

@@ -1,15 +1,16 @@
 /**
  * Builds the merged tables the loader validates: built-in defaults, then the
  * file, then BERTH_<SECTION>_<KEY> variables, each value tagged with its origin.
- * Shape errors (a section that is not a table, an unknown section, a variable
- * naming no section) are caught here; key-level checks happen in sections.ts.
+ * Shape errors (a section that is not a table, an unknown section) are caught
+ * here, and variables naming no key are set aside as warnings; key-level
+ * checks happen in sections.ts.
  */
 import { readFileSync } from 'node:fs';
 import { parse, TomlError } from 'smol-toml';
 import { DEFAULTS } from './defaults.js';
-import { BUILT_IN, ConfigError, envOrigin } from './errors.js';
+import { BUILT_IN, ConfigError, envOrigin, type ConfigWarning } from './errors.js';
 import { type Entry, Fields } from './fields.js';
-import { isListSection, isTableSection, SECTION_NAMES, TABLE_SECTIONS, type TableSection } from './schema.js';
+import { isListSection, isTableSection, LIST_SECTIONS, SECTION_NAMES, TABLE_SECTIONS, type TableSection } from './schema.js';
 
 export interface Layers {
   server: Fields;
@@ -19,6 +20,8 @@ export interface Layers {
   harbor: Fields | null;
   upstreams: Fields[];
   prefetch: Fields[];
+  /** BERTH_* variables that name no key, ignored. */
+  warnings: ConfigWarning[];
 }
 
 type Doc = Record<string, unknown>;
@@ -72,12 +75,40 @@ function coerceBool(s: string, origin: string, key: string): boolean {
 }
 
 /**
+ * The names the kubelet gives every pod for each Service of its namespace
+ * (pkg/kubelet/envvars: <NAME>_SERVICE_HOST, <NAME>_SERVICE_PORT[_<PORTNAME>],
+ * <NAME>_PORT[_<port>_<PROTO>[_PROTO|_PORT|_ADDR]]); the first group is the
+ * Service name, upper-cased with dashes turned into underscores.
+ */
+const SERVICE_LINK = /^(.+?)_(?:SERVICE_HOST|SERVICE_PORT(?:_.+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)$/;
+
+/** Why a name is ignored, and for a service link where it came from and how to stop it. */
+function ignored(name: string, key: string, problem: string): ConfigWarning {
+  const file = envOrigin(name);
+  const service = SERVICE_LINK.exec(name)?.[1];
+  const hint = service === undefined ? '' : `; if Kubernetes set it (service links of a Service named "${service.toLowerCase().replaceAll('_', '-')}"), set enableServiceLinks: false in the pod spec`;
+  return { file, key, message: `${file}: ${key}: ${problem}; ignored${hint}` };
+}
+
+interface Overrides {
+  sections: Map<TableSection, Map<string, Entry>>;
+  warnings: ConfigWarning[];
+}
+
+/**
  * BERTH_CACHE_MAX_SIZE -> cache.max_size: the first word is the section, the
  * rest, lower-cased, the key. Values are strings, coerced by the key's kind;
  * a list is comma-separated. Sorted so the first error is the same every run.
+ *
+ * A name that is no key is a warning, not an error: Kubernetes puts
+ * BERTH_PORT=tcp://… into every pod of a namespace with a Service named
+ * berth (BERTH_SERVER_PORT for berth-server…), and a daemon that refused
+ * those would crash-loop on every node. A bad value for a real key is still
+ * an error, as is a key set where it cannot be (a list section, a password).
  */
-function envOverrides(env: NodeJS.ProcessEnv): Map<TableSection, Map<string, Entry>> {
-  const out = new Map<TableSection, Map<string, Entry>>();
+function envOverrides(env: NodeJS.ProcessEnv): Overrides {
+  const sections = new Map<TableSection, Map<string, Entry>>();
+  const warnings: ConfigWarning[] = [];
   for (const name of Object.keys(env).sort()) {
     const raw = env[name];
     if (!name.startsWith('BERTH_') || name === DEFAULTS.configEnv || raw === undefined) continue;
@@ -87,22 +118,35 @@ function envOverrides(env: NodeJS.ProcessEnv): Map<TableSection, Map<string, Ent
     const key = rest.join('_').toLowerCase();
     const dotted = key === '' ? section : `${section}.${key}`;
     if (isListSection(section)) {
+      const keys: Readonly<Record<string, string>> = LIST_SECTIONS[section];
+      if (!Object.hasOwn(keys, key)) {
+        warnings.push(ignored(name, dotted, `no such key of [[${section}]] (known: ${Object.keys(keys).join(', ')})`));
+        continue;
+      }
       throw new ConfigError(origin, dotted, `[[${section}]] is a list of tables and can be set in the config file only`);
     }
     if (!isTableSection(section)) {
-      throw new ConfigError(origin, dotted, `no such section (BERTH_<SECTION>_<KEY> with SECTION one of ${Object.keys(TABLE_SECTIONS).join(', ')})`);
+      warnings.push(ignored(name, dotted, `no such section (BERTH_<SECTION>_<KEY> with SECTION one of ${Object.keys(TABLE_SECTIONS).join(', ')})`));
+      continue;
     }
-    if (key === '') throw new ConfigError(origin, section, 'names a section but no key (BERTH_<SECTION>_<KEY>)');
+    if (key === '') {
+      warnings.push(ignored(name, section, 'names a section but no key (BERTH_<SECTION>_<KEY>)'));
+      continue;
+    }
     const kinds: Readonly<Record<string, string>> = TABLE_SECTIONS[section];
+    // "password" goes in as it is: Fields.checkKnown refuses it, pointing at password_file.
+    if (!Object.hasOwn(kinds, key) && !(key === 'password' && Object.hasOwn(kinds, 'password_file'))) {
+      warnings.push(ignored(name, dotted, `unknown key (known: ${Object.keys(kinds).join(', ')})`));
+      continue;
+    }
     let value: unknown = raw;
     if (kinds[key] === 'bool') value = coerceBool(raw, origin, dotted);
     if (kinds[key] === 'list') value = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    // Unknown keys (and "password") go in as they are: Fields.checkKnown reports them with this origin.
-    const entries = out.get(section) ?? new Map<string, Entry>();
+    const entries = sections.get(section) ?? new Map<string, Entry>();
     entries.set(key, { value, origin });
-    out.set(section, entries);
+    sections.set(section, entries);
   }
-  return out;
+  return { sections, warnings };
 }
 
 /**
@@ -111,7 +155,7 @@ function envOverrides(env: NodeJS.ProcessEnv): Map<TableSection, Map<string, Ent
  */
 export function buildLayers(doc: Doc | null, file: string, env: NodeJS.ProcessEnv, cwd: string): Layers {
   if (doc) checkTopLevel(doc, file);
-  const fromEnv = envOverrides(env);
+  const { sections: fromEnv, warnings } = envOverrides(env);
 
   const table = (section: TableSection, defaults: object): Fields => {
     const fileValues = doc?.[section];
@@ -150,5 +194,6 @@ export function buildLayers(doc: Doc | null, file: string, env: NodeJS.ProcessEn
     harbor: doc?.harbor !== undefined || fromEnv.has('harbor') ? table('harbor', DEFAULTS.harbor) : null,
     upstreams: list('upstream', DEFAULTS.upstreamKeys, DEFAULTS.upstream),
     prefetch: list('prefetch', DEFAULTS.prefetchKeys, []),
+    warnings,
   };
 }

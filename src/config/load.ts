@@ -1,19 +1,20 @@
 /**
  * The one way in: find the file, lay it over the built-in defaults, apply
  * BERTH_<SECTION>_<KEY> variables, validate every key, read secrets, freeze.
- * Any problem is a ConfigError naming the key and where the value came from.
+ * Any problem is a ConfigError naming the key and where the value came from;
+ * a BERTH_* variable that names no key is a warning, returned with the config.
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { DEFAULTS } from './defaults.js';
-import { BUILT_IN, ConfigError } from './errors.js';
+import { BUILT_IN, ConfigError, type ConfigWarning } from './errors.js';
 import { deepFreeze } from './freeze.js';
 import { buildLayers, readToml } from './layers.js';
 import { SECRET_KEYS } from './schema.js';
 import { buildCache, buildHarbor, buildLog, buildPrefetch, buildServer, buildUpstreams } from './sections.js';
 import type { Config } from './types.js';
 
-export { ConfigError } from './errors.js';
+export { ConfigError, type ConfigWarning } from './errors.js';
 
 export interface LoadOptions {
   /** The config file; undefined or null: built-in defaults (plus the environment). */
@@ -36,11 +37,17 @@ export function resolveConfigPath(flag?: string, env: NodeJS.ProcessEnv = proces
   return existsSync(systemFile) ? systemFile : null;
 }
 
+export interface LoadedConfig {
+  config: Config;
+  /** BERTH_* variables that name no key and were ignored: the caller logs or prints them. */
+  warnings: ConfigWarning[];
+}
+
 /**
  * Typed as the plain Config contract so every consumer can take a `Config`;
  * at run time the whole tree is frozen and any assignment throws.
  */
-export function loadConfig(opts: LoadOptions = {}): Config {
+export function loadConfigWithWarnings(opts: LoadOptions = {}): LoadedConfig {
   const env = opts.env ?? process.env;
   const cwd = opts.cwd ?? process.cwd();
   const file = opts.file ?? null;
@@ -61,7 +68,12 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 
   const config: Config = { source, server, cache, log, upstreams, harbor, prefetch };
   deepFreeze(config);
-  return config;
+  return { config, warnings: layers.warnings };
+}
+
+/** loadConfigWithWarnings for callers that have no one to tell (tests, a config checked before it is installed). */
+export function loadConfig(opts: LoadOptions = {}): Config {
+  return loadConfigWithWarnings(opts).config;
 }
 
 const REDACTED = '<redacted>';

@@ -6,8 +6,9 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BERTH_BIN } from '../harness/berth.js';
+import { BERTH_BIN, startBerth } from '../harness/berth.js';
 import { run, tempDirFor } from '../harness/procs.js';
+import { berthServiceLinks } from '../harness/service-links.js';
 
 const COMMANDS = ['serve', 'config', 'prefetch', 'export', 'import', 'status', 'verify', 'gc', 'unpin', 'sync', 'audit', 'configure', 'doctor'];
 
@@ -56,4 +57,29 @@ t.test('bad config values exit 2 naming the key and the file; serve starts nothi
   const env = await berth(['config'], { BERTH_CACHE_MAX_SIZE: 'lots' });
   t.equal(env.code, 2, 'a bad environment override: exit 2');
   t.match(env.stderr, /BERTH_CACHE_MAX_SIZE/, 'names the variable');
+});
+
+// Kubernetes gives every pod of a namespace BERTH_PORT=tcp://…, BERTH_SERVER_PORT=… for Services named
+// berth, berth-server…; berth once refused to start on them, so one Service took every node's pulls down.
+t.test('Kubernetes service-link variables: warned about and ignored; a bad value for a real key still exits 2', async (t) => {
+  const links = berthServiceLinks();
+  const dir = await tempDirFor(t, 'berth-cli-links');
+  const file = path.join(dir, 'berth.toml');
+  fs.writeFileSync(file, `[cache]\ndir = "${path.join(dir, 'cache')}"\n`);
+
+  const config = await berth(['config', '--config', file], links);
+  t.equal(config.code, 0, `berth config works (${config.stderr.split('\n')[0]})`);
+  t.match(JSON.parse(config.stdout), { server: { listen: '127.0.0.1:5050' }, harbor: null }, 'and prints the config as if they were not there');
+  for (const name of ['BERTH_PORT', 'BERTH_SERVICE_HOST', 'BERTH_SERVER_PORT', 'BERTH_PEERS_PORT_5051_TCP_ADDR', 'BERTH_SERVER_SERVICE_PORT_PEERS']) {
+    t.match(config.stderr, new RegExp(`^berth: warning: environment ${name}: .*ignored`, 'm'), `the warning names ${name}`);
+  }
+
+  const daemon = await startBerth(t, { upstreams: [{ registry: 'docker.io', url: 'http://127.0.0.1:1' }], env: links });
+  const warned = daemon.logs().filter((l) => l.level === 40 && typeof l.msg === 'string' && l.msg.includes('ignored'));
+  t.ok(warned.some((l) => String(l.msg).startsWith('environment BERTH_SERVER_PORT: server.port: ')), 'the daemon logs the warning (pino, level warn)');
+  t.equal(warned.length, Object.keys(links).length, 'one line per variable');
+
+  const bad = await berth(['serve', '--config', file], { ...links, BERTH_CACHE_MAX_SIZE: 'banana' });
+  t.equal(bad.code, 2, 'a bad value for a real key: exit 2');
+  t.match(bad.stderr, /environment BERTH_CACHE_MAX_SIZE: cache\.max_size: "banana" is not a size/, 'naming the variable and the key');
 });

@@ -4,8 +4,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { DEFAULTS } from '../../src/config/defaults.js';
-import { ConfigError, loadConfig, redactedConfig, resolveConfigPath } from '../../src/config/load.js';
+import { ConfigError, loadConfig, loadConfigWithWarnings, redactedConfig, resolveConfigPath } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
+import { berthServiceLinks } from '../harness/service-links.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const EXAMPLE = join(REPO, 'config/berth.toml');
@@ -288,9 +289,6 @@ t.test('bad environment variables name themselves', async (t) => {
     [{ BERTH_CACHE_REVALIDATE_TIMEOUT: '3' }, 'cache.revalidate_timeout', /"3" has no unit/],
     [{ BERTH_UPSTREAM_URL: 'https://x' }, 'upstream.url', /config file only/],
     [{ BERTH_PREFETCH_IMAGE: 'nginx' }, 'prefetch.image', /config file only/],
-    [{ BERTH_FOO_BAR: '1' }, 'foo.bar', /no such section/],
-    [{ BERTH_CACHE: '1' }, 'cache', /no key/],
-    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale, revalidate_timeout, prefetch_interval\)/],
     [{ BERTH_SERVER_LISTEN: '5050' }, 'server.listen', /not host:port/],
     [{ BERTH_HARBOR_USERNAME: 'robot' }, 'harbor.url', /missing/],
   ];
@@ -301,6 +299,43 @@ t.test('bad environment variables name themselves', async (t) => {
   const err = configError(t, () => loadConfig({ env: { BERTH_HARBOR_URL: 'https://h', BERTH_HARBOR_PASSWORD: SECRET } }));
   t.match(err, { key: 'harbor.password', file: 'environment BERTH_HARBOR_PASSWORD', message: /harbor\.password_file/ });
   t.notMatch(err.message, SECRET);
+});
+
+t.test('a BERTH_* name that is no key is a warning and ignored (Kubernetes service links)', async (t) => {
+  const cwd = tempDir(t);
+  const links = berthServiceLinks();
+  t.ok(links.BERTH_PORT === 'tcp://10.152.183.7:5050' && links.BERTH_SERVER_PORT === 'tcp://10.152.183.9:5050' && links.BERTH_PEERS_PORT_5051_TCP_ADDR === '10.152.183.8');
+  const { config, warnings } = loadConfigWithWarnings({ env: links, cwd });
+  t.same(config, loadConfig({ env: {}, cwd }), 'the config is what it is without them');
+  t.equal(config.harbor, null, 'BERTH_HARBOR_* service links do not switch Harbor on');
+  t.same(warnings.map((w) => w.file).sort(), Object.keys(links).map((n) => `environment ${n}`).sort(), 'one warning per variable');
+  for (const w of warnings) {
+    t.match(w.message, /ignored/, w.message);
+    t.ok(w.message.startsWith(`${w.file}: ${w.key}: `), 'names the variable and the key it would be');
+    t.match(w.message, /enableServiceLinks: false/, 'says where they come from and how to stop them');
+    t.notMatch(w.message, /10\.152\.183/, 'the value is not echoed');
+  }
+  t.match(warnings.find((w) => w.file === 'environment BERTH_SERVER_PORT'), { key: 'server.port', message: /unknown key \(known: listen, / });
+  t.match(warnings.find((w) => w.file === 'environment BERTH_PORT'), { key: 'port', message: /no such section/ });
+  t.match(warnings.find((w) => w.file === 'environment BERTH_UPSTREAM_PORT'), { key: 'upstream.port' });
+
+  const other: [NodeJS.ProcessEnv, string, RegExp][] = [
+    [{ BERTH_FOO_BAR: '1' }, 'foo.bar', /no such section/],
+    [{ BERTH_CACHE: '1' }, 'cache', /no key/],
+    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale, prefetch_interval\)/],
+  ];
+  for (const [env, key, message] of other) {
+    const name = Object.keys(env)[0]!;
+    const loaded = loadConfigWithWarnings({ env, cwd });
+    t.same(loaded.config, loadConfig({ env: {}, cwd }), `${name}: ignored`);
+    t.match(loaded.warnings, [{ key, file: `environment ${name}`, message }], name);
+    t.notMatch(loaded.warnings[0]?.message, /enableServiceLinks/, `${name}: no Kubernetes hint for a name Kubernetes does not write`);
+  }
+  t.same(loadConfigWithWarnings({ env: { BERTH_CACHE_MAX_SIZE: '1GiB' }, cwd }).warnings, [], 'a real key: no warning');
+
+  // Next to all of them, a bad value for a real key still fails, naming the key.
+  const err = configError(t, () => loadConfig({ env: { ...links, BERTH_CACHE_MAX_SIZE: 'banana' }, cwd }));
+  t.match(err, { key: 'cache.max_size', file: 'environment BERTH_CACHE_MAX_SIZE', message: /"banana" is not a size/ });
 });
 
 t.test('every kind of bad value or unknown key names the key and the file', async (t) => {

@@ -188,6 +188,8 @@ t.test('Kubernetes manifests', { skip: NO_YAML }, async (t) => {
   t.same(docs.map((d) => at(d, 'kind')), ['Namespace', 'ConfigMap', 'DaemonSet']);
   const spec = at(docs[2], 'spec', 'template', 'spec');
   t.equal(at(spec, 'hostNetwork'), true);
+  // A Service named berth would otherwise put BERTH_PORT=tcp://… into every container's environment.
+  t.equal(at(spec, 'enableServiceLinks'), false, 'no service-link variables in the pods');
   const init = at(spec, 'initContainers', 0);
   const args = list(at(init, 'args'));
   t.same(args.slice(0, 2), ['configure', 'containerd']);
@@ -211,4 +213,5 @@ t.test('Kubernetes manifests', { skip: NO_YAML }, async (t) => {
 
   const undo = await yamlDocs(path.join(REPO, 'deploy/kubernetes/berth-undo.yaml'));
   t.same(list(at(undo?.[1], 'spec', 'template', 'spec', 'initContainers', 0, 'args')).slice(0, 3), ['configure', 'containerd', '--undo']);
+  t.equal(at(undo?.[1], 'spec', 'template', 'spec', 'enableServiceLinks'), false, 'nor in the undo pods');
 });
