@@ -3,6 +3,7 @@
  * host on any status >= 400, so every answer here is fast and honest; the
  * detail names the upstream and the reason, never a credential.
  */
+import { ConfigError } from '../config/errors.js';
 import { OciError } from '../oci/errors.js';
 import { UpstreamError } from '../upstream/types.js';
 import { DigestMismatchError } from '../store/blobs.js';
@@ -37,6 +38,9 @@ export function toClientError(err: unknown): OciError {
         return new OciError('BAD_GATEWAY', `upstream ${err.registry} answered badly`, detail);
     }
   }
+  // A password_file this process cannot read, met when the upstream asked for credentials: a command run by
+  // a user who may not read it (the daemon reads every secret at start, so it never gets here).
+  if (err instanceof ConfigError) return new OciError('UNAVAILABLE', err.message);
   const code = (err as { code?: unknown } | null)?.code;
   if (code === 'ENOSPC' || code === 'SQLITE_FULL' || code === 'EDQUOT') {
     return new OciError('UNAVAILABLE', 'the cache disk is full', { reason: String(code) });

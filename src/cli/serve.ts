@@ -2,7 +2,7 @@ import type { Command } from './command.js';
 import { EXIT } from './command.js';
 import { CONFIG_FLAG, configFrom, parse } from './common.js';
 import { createLogger } from '../log.js';
-import type { ConfigWarning } from '../config/load.js';
+import { unreadableSecrets, type ConfigWarning } from '../config/load.js';
 import { startDaemon } from '../daemon.js';
 import { notifyReady } from '../host/notify.js';
 
@@ -15,6 +15,8 @@ Runs the mirror in the foreground (systemd-friendly): the OCI registry API
 for containerd's hosts.toml mirror requests, plus /healthz, /readyz and
 /metrics on the same listener. SIGTERM or SIGINT stops accepting, lets blob
 transfers under way finish for [server] drain_timeout, then exits 0.
+Every password_file is read at start: one that cannot be read stops it
+with exit 2, naming the key and the file.
 
 Options:
   --config FILE   configuration file (default: $BERTH_CONFIG, else
@@ -26,6 +28,10 @@ Options:
     // The logger comes from the config, so the loader's warnings wait for it.
     const warnings: ConfigWarning[] = [];
     const config = configFrom(values.config, (w) => warnings.push(w));
+    // Commands read a secret when they need it; the daemon needs them all, so it reads them now and a
+    // password_file it cannot read stops it here (exit 2, naming the key) rather than failing pulls later.
+    const [unreadable] = unreadableSecrets(config);
+    if (unreadable) throw unreadable;
     const logger = createLogger(config.log.level);
     for (const w of warnings) logger.warn({ variable: w.file.replace(/^environment /, ''), key: w.key }, w.message);
     const daemon = await startDaemon(config, logger);

@@ -1,6 +1,6 @@
 import type { Command } from './command.js';
 import { EXIT, out } from './command.js';
-import { COMMON_FLAGS, configFrom, parse, withRuntime } from './common.js';
+import { COMMON_FLAGS, ConfigError, configFrom, parse, withRuntime } from './common.js';
 import { formatDuration, formatSize } from '../config/units.js';
 import type { Runtime } from '../runtime.js';
 
@@ -46,6 +46,8 @@ export async function buildStatus(rt: Runtime): Promise<StatusReport> {
         const ok = await client.ping({ signal: AbortSignal.timeout(5000) });
         return { registry: u.registry, url: u.url, reachable: ok, skipVerify: u.skipVerify, ...(ok ? {} : { error: 'answered, but not as a registry' }) };
       } catch (e) {
+        // It answered, asking for credentials from a password_file this user may not read.
+        if (e instanceof ConfigError) return { registry: u.registry, url: u.url, reachable: true, skipVerify: u.skipVerify, error: `asks for credentials: ${e.message}` };
         return { registry: u.registry, url: u.url, reachable: false, skipVerify: u.skipVerify, error: e instanceof Error ? e.message : String(e) };
       }
     }),
@@ -114,7 +116,7 @@ Options:
       out(`cache       ${formatSize(s.cache.bytes)} of ${formatSize(s.cache.maxBytes)} (${s.cache.usePercent}%) in ${s.cache.dir}`);
       out(`            ${s.cache.blobs} blobs, ${s.cache.manifests} manifests; ${s.cache.pinnedImages} pinned images holding ${formatSize(s.cache.pinnedBytes)}`);
       out(`hits        ${pct(s.hits.hitRatio)} of ${s.hits.requests} requests; ${pct(s.hits.byteHitRatio)} of blob bytes served from the cache; ${s.hits.staleAnswers} stale answers`);
-      for (const u of s.upstreams) out(`upstream    ${u.registry} (${u.url}): ${u.reachable ? 'reachable' : `UNREACHABLE: ${u.error ?? ''}`}${u.skipVerify ? '  [TLS verification off]' : ''}`);
+      for (const u of s.upstreams) out(`upstream    ${u.registry} (${u.url}): ${u.reachable ? `reachable${u.error !== undefined ? `, but ${u.error}` : ''}` : `UNREACHABLE: ${u.error ?? ''}`}${u.skipVerify ? '  [TLS verification off]' : ''}`);
       out(`policy      ${s.policy.configured ? (s.policy.snapshotAgeMs === null ? 'no snapshot yet' : `snapshot ${formatDuration(s.policy.snapshotAgeMs)} old${s.policy.expired ? ` — EXPIRED (on_expired = ${s.policy.onExpired})` : ''}`) : 'no [harbor] configured'}`);
       for (const p of s.policy.projects) {
         const rules = [p.public ? 'public' : 'private', p.preventVul ? `prevent_vul >= ${p.severity}` : null, p.cosign ? 'cosign' : null, p.notation ? 'notation' : null].filter(Boolean).join(', ');

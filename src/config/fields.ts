@@ -3,9 +3,10 @@
  * Each value remembers where it came from, so every error names the key and
  * the file, the default, or the environment variable that set it.
  */
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError } from './errors.js';
+import { Secret } from './secret.js';
 import { formatDuration, parseDuration, parseSize } from './units.js';
 import { show } from './values.js';
 
@@ -147,20 +148,12 @@ export class Fields {
   }
 
   /**
-   * Reads a *_file secret now. One trailing newline is dropped (echo and most
-   * editors add it); the contents never reach a message, only the path does.
+   * A *_file secret, not read here: it is read where it is used (see Secret),
+   * so commands that never send it work for users who may not read it.
    */
-  secret(name: string): { path: string; value: string } | undefined {
+  secret(name: string): Secret | undefined {
     const path = this.path(name);
     if (path === undefined) return undefined;
-    let text: string;
-    try {
-      text = readFileSync(path, 'utf8');
-    } catch (err) {
-      this.fail(name, `cannot read ${show(path)}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
-    const value = text.replace(/\r?\n$/, '');
-    if (value === '') this.fail(name, `${show(path)} is empty`);
-    return { path, value };
+    return new Secret(this.entries.get(name)?.origin ?? this.origin, this.key(name), path);
   }
 }

@@ -1,6 +1,7 @@
 /**
  * The one way in: find the file, lay it over the built-in defaults, apply
- * BERTH_<SECTION>_<KEY> variables, validate every key, read secrets, freeze.
+ * BERTH_<SECTION>_<KEY> variables, validate every key, freeze. Secrets are
+ * not read here but where they are used (secret.ts).
  * Any problem is a ConfigError naming the key and where the value came from;
  * a BERTH_* variable that names no key is a warning, returned with the config.
  */
@@ -11,6 +12,7 @@ import { BUILT_IN, ConfigError, type ConfigWarning } from './errors.js';
 import { deepFreeze } from './freeze.js';
 import { buildLayers, readToml } from './layers.js';
 import { SECRET_KEYS } from './schema.js';
+import { REDACTED } from './secret.js';
 import { buildCache, buildHarbor, buildLog, buildPrefetch, buildServer, buildUpstreams } from './sections.js';
 import type { Config } from './types.js';
 
@@ -76,7 +78,24 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   return loadConfigWithWarnings(opts).config;
 }
 
-const REDACTED = '<redacted>';
+/**
+ * Reads every secret the config names and returns the problems, each a
+ * ConfigError naming the key and the file. `berth serve` refuses to start on
+ * the first (its daemon uses them all); `berth config` reports them.
+ */
+export function unreadableSecrets(config: Config): ConfigError[] {
+  const secrets = [...config.upstreams.map((u) => u.password), config.harbor?.password];
+  const problems: ConfigError[] = [];
+  for (const secret of secrets) {
+    try {
+      secret?.reveal();
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(err);
+    }
+  }
+  return problems;
+}
 
 function redact(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(redact);

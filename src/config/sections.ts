@@ -25,7 +25,7 @@ function credentials(f: Fields): Credentials {
   if (username === undefined && hasFile) f.fail('username', `missing: ${f.key('password_file')} needs a username beside it`);
   const secret = f.secret('password_file');
   if (username === undefined || secret === undefined) return {};
-  return { username, password: secret.value, passwordFile: secret.path };
+  return { username, password: secret, passwordFile: secret.path };
 }
 
 export function buildServer(f: Fields): Config['server'] {

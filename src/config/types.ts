@@ -3,6 +3,8 @@
  * milliseconds and sizes are bytes here; the TOML file spells them as strings
  * ("90s", "20GiB") and `load.ts` converts them in one place.
  */
+import type { Secret } from './secret.js';
+
 export interface TimeoutConfig {
   /** TCP (and TLS) connect to an upstream. */
   connectMs: number;
@@ -18,8 +20,8 @@ export interface UpstreamConfig {
   /** Base URL of the registry API (e.g. "https://registry-1.docker.io"). */
   url: string;
   username?: string;
-  /** Read from password_file at load time; never logged. */
-  password?: string;
+  /** password_file's contents, read when first used; never logged. */
+  password?: Secret;
   passwordFile?: string;
   caFile?: string;
   skipVerify: boolean;
@@ -30,7 +32,8 @@ export interface UpstreamConfig {
 export interface HarborConfig {
   url: string;
   username?: string;
-  password?: string;
+  /** password_file's contents, read when first used; never logged. */
+  password?: Secret;
   passwordFile?: string;
   caFile?: string;
   skipVerify: boolean;

@@ -19,6 +19,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { isDigest } from '../oci/digest.js';
 import { isValidName, isValidTag } from '../oci/paths.js';
+import { lazyBasic, type Password } from '../upstream/auth.js';
 import { createDispatcher } from '../upstream/dispatcher.js';
 import { HarborError, toHarborError } from './errors.js';
 import { REPORT_MIME_ORDER } from './types.js';
@@ -30,8 +31,8 @@ export interface HarborClientOptions {
   /** Base URL, e.g. "https://harbor.example.com". */
   url: string;
   username?: string;
-  /** Read from password_file by the config loader; never logged. */
-  password?: string;
+  /** Read on the first API call (a client only built, as `berth status` does, never reads it); never logged. */
+  password?: Password;
   caFile?: string;
   skipVerify?: boolean;
   timeouts?: { connectMs: number; headersMs: number; bodyIdleMs: number };
@@ -216,7 +217,7 @@ export function createHarborClient(opts: HarborClientOptions): HarborClient {
   const dispatcher = opts.dispatcher ?? ownDispatcher!.dispatcher;
   const requestTimeoutMs = opts.requestTimeoutMs ?? 60_000;
   const maxBody = opts.maxBodyBytes ?? 64 * 1024 * 1024;
-  const auth = opts.username !== undefined ? basic(opts.username, opts.password ?? '') : undefined;
+  const auth = opts.username !== undefined ? lazyBasic(opts.username, opts.password) : undefined;
 
   /** One GET; any status comes back (the caller decides what it means). */
   async function get(path: string, headers: Record<string, string>, call: CallOptions | undefined, limit = maxBody): Promise<Reply> {
@@ -268,7 +269,7 @@ export function createHarborClient(opts: HarborClientOptions): HarborClient {
   }
 
   function apiHeaders(extra: Record<string, string> = {}): Record<string, string> {
-    return { ...(auth ? { authorization: auth } : {}), ...extra };
+    return { ...(auth ? { authorization: auth() } : {}), ...extra };
   }
 
   async function getJson(path: string, call: CallOptions | undefined, extra: Record<string, string> = {}): Promise<unknown> {

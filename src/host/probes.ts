@@ -10,6 +10,8 @@ import type { Config, HarborConfig, UpstreamConfig } from '../config/types.js';
 import { formatSize } from '../config/units.js';
 import { Layout } from '../store/layout.js';
 import { Index } from '../store/index-db.js';
+import { ConfigError } from '../config/errors.js';
+import type { Password } from '../upstream/auth.js';
 import { createRegistryClient, type ClientOptions } from '../upstream/client.js';
 import { UpstreamError } from '../upstream/types.js';
 import { finding, type Finding } from './findings.js';
@@ -42,7 +44,7 @@ interface Reachable {
   registry: string;
   url: string;
   username?: string | undefined;
-  password?: string | undefined;
+  password?: Password | undefined;
   caFile?: string | undefined;
   skipVerify: boolean;
 }
@@ -74,6 +76,8 @@ async function ping(target: Reachable, check: string, label: string, timeoutMs: 
   } catch (e) {
     const code = e instanceof UpstreamError ? e.code : undefined;
     const msg = e instanceof Error ? e.message : String(e);
+    // The upstream asked for credentials and password_file could not be read (by this user).
+    if (e instanceof ConfigError) return finding('error', check, `${label}: ${msg}`, `make ${e.key} readable by the user berth runs as, or run berth doctor as root`);
     if (code === 'UPSTREAM_AUTH') return finding('error', check, `${label} refuses berth's credentials (${msg})`, 'check username and password_file');
     if (code === 'UPSTREAM_TLS') return finding('error', check, `${label}: TLS failed (${msg})`, 'set ca_file to the CA that signed its certificate, and check the clock');
     return finding('warn', check, `${label} is unreachable (${msg}): berth serves only what it has cached`, 'check the uplink, DNS, proxy and firewall to this address');

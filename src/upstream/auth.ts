@@ -23,11 +23,26 @@ interface Credential {
   cachedToken: boolean;
 }
 
+/**
+ * A password as it is, or a source read when first needed (the config's
+ * Secret): a command that never meets a challenge never reads it.
+ */
+export type Password = string | { reveal(): string };
+
+/** `Basic …` for the pair, computed on first call and kept; the password is read then, not before. */
+export function lazyBasic(username: string, password: Password | undefined): () => string {
+  let header: string | undefined;
+  return () => {
+    header ??= 'Basic ' + Buffer.from(`${username}:${typeof password === 'object' ? password.reveal() : (password ?? '')}`, 'utf8').toString('base64');
+    return header;
+  };
+}
+
 export interface AuthOptions {
   registry: string;
   upstream: URL;
   username?: string | undefined;
-  password?: string | undefined;
+  password?: Password | undefined;
   send: Send;
   log: Logger;
 }
@@ -35,17 +50,15 @@ export interface AuthOptions {
 export class Authenticator {
   readonly #send: Send;
   readonly #log: Logger;
-  readonly #basic: string | undefined;
+  /** Undefined without an account; reads the password on first call. */
+  readonly #basic: (() => string) | undefined;
   readonly #tokens: TokenSource;
   #scheme: Scheme = { kind: 'anonymous' };
 
   constructor(opts: AuthOptions) {
     this.#send = opts.send;
     this.#log = opts.log;
-    this.#basic =
-      opts.username !== undefined && opts.username !== ''
-        ? 'Basic ' + Buffer.from(`${opts.username}:${opts.password ?? ''}`).toString('base64')
-        : undefined;
+    this.#basic = opts.username !== undefined && opts.username !== '' ? lazyBasic(opts.username, opts.password) : undefined;
     this.#tokens = new TokenSource({ registry: opts.registry, upstream: opts.upstream, basic: this.#basic, send: opts.send, log: opts.log });
   }
 
@@ -87,7 +100,7 @@ export class Authenticator {
       case 'anonymous':
         return { header: undefined, cachedToken: false };
       case 'basic':
-        return { header: this.#basic, cachedToken: false };
+        return { header: this.#basic?.(), cachedToken: false };
       case 'bearer': {
         const req: TokenRequest = { realm: scheme.realm, service: scheme.service, scope };
         const { token, cached } = await this.#tokens.get(req, fresh);

@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import { isDigest, sha256 } from '../oci/digest.js';
 import { DEFAULT_ACCEPT, baseMediaType } from '../oci/mediatypes.js';
-import { Authenticator } from './auth.js';
+import { Authenticator, type Password } from './auth.js';
 import { Circuit } from './circuit.js';
 import { createDispatcher } from './dispatcher.js';
 import { statusError } from './errors.js';
@@ -33,7 +33,8 @@ export interface ClientOptions {
   /** Base URL of the registry API, e.g. "https://registry-1.docker.io". */
   url: string;
   username?: string;
-  password?: string;
+  /** Read when the upstream first asks for credentials. */
+  password?: Password;
   /** PEM bundle added to the system roots (not replacing them). */
   caFile?: string;
   skipVerify?: boolean;

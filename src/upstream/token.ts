@@ -22,8 +22,8 @@ export interface TokenRequest {
 export interface TokenSourceOptions {
   registry: string;
   upstream: URL;
-  /** `Basic …` for the configured account, if any. */
-  basic: string | undefined;
+  /** `Basic …` for the configured account, if any; called only when the realm may receive it. */
+  basic: (() => string) | undefined;
   send: Send;
   log: Logger;
 }
@@ -99,7 +99,7 @@ export class TokenSource {
     const headers: Record<string, string> = {};
     const allowed = realmAllowed(url, upstream);
     if (this.#opts.basic !== undefined) {
-      if (allowed) headers['authorization'] = this.#opts.basic;
+      if (allowed) headers['authorization'] = this.#opts.basic();
       else if (!this.#warnedRealms.has(url.origin)) {
         this.#warnedRealms.add(url.origin);
         log.warn({ realm: url.origin }, 'token realm is outside the upstream domain; fetching tokens anonymously');

@@ -5,9 +5,11 @@
  */
 import t from 'tap';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
+import type { AddressInfo } from 'node:net';
 import { BERTH_BIN, startBerth } from '../harness/berth.js';
-import { run, tempDirFor } from '../harness/procs.js';
+import { freePort, run, tempDirFor } from '../harness/procs.js';
 import { berthServiceLinks } from '../harness/service-links.js';
 
 const COMMANDS = ['serve', 'config', 'prefetch', 'export', 'import', 'status', 'verify', 'gc', 'unpin', 'sync', 'audit', 'configure', 'doctor'];
@@ -82,4 +84,88 @@ t.test('Kubernetes service-link variables: warned about and ignored; a bad value
   const bad = await berth(['serve', '--config', file], { ...links, BERTH_CACHE_MAX_SIZE: 'banana' });
   t.equal(bad.code, 2, 'a bad value for a real key: exit 2');
   t.match(bad.stderr, /environment BERTH_CACHE_MAX_SIZE: cache\.max_size: "banana" is not a size/, 'naming the variable and the key');
+});
+
+// Config loading once read every password_file, so `berth status` failed (exit 2) for anyone who could not
+// read the daemon's secrets. Now a secret is read where it is used; serve still refuses to start without it.
+const ROOT = process.getuid?.() === 0;
+t.test('a user who cannot read password_file: status works; what needs the secret names the key and the file', { skip: ROOT ? false : 'needs root to run berth as another user' }, async (t) => {
+  // An upstream and a Harbor (on another port: a Harbor governs the upstreams on its own host) that want
+  // Basic credentials for everything.
+  const authorizations: (string | undefined)[] = [];
+  const unauthorized = async (): Promise<string> => {
+    const server = http.createServer((req, res) => {
+      authorizations.push(req.headers.authorization);
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="test"', 'content-type': 'application/json' });
+      res.end('{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
+  const url = await unauthorized();
+  const harborUrl = await unauthorized();
+
+  const uid = Number((await run('id', ['-u', 'nobody'])).stdout);
+  const gid = Number((await run('id', ['-g', 'nobody'])).stdout);
+  const dir = await tempDirFor(t, 'berth-cli-secret');
+  fs.chmodSync(dir, 0o755);
+  const cache = path.join(dir, 'cache');
+  fs.mkdirSync(cache);
+  fs.chownSync(cache, uid, gid);
+  const secret = 'hunter2-only-root-reads-this';
+  const pw = path.join(dir, 'edge.password');
+  fs.writeFileSync(pw, `${secret}\n`, { mode: 0o600 });
+  const file = path.join(dir, 'berth.toml');
+  fs.writeFileSync(
+    file,
+    [
+      `[server]\nlisten = "127.0.0.1:${await freePort()}"`,
+      `[cache]\ndir = "${cache}"`,
+      `[[upstream]]\nregistry = "docker.io"\nurl = "${url}"\nusername = "edge"\npassword_file = "${pw}"\nconnect_timeout = "2s"`,
+      `[harbor]\nurl = "${harborUrl}"\nusername = "robot$edge"\npassword_file = "${pw}"`,
+      '',
+    ].join('\n'),
+  );
+  // Without tap's coverage hooks too: they would write into the checkout as nobody.
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_') && k !== 'NODE_OPTIONS' && k !== 'NODE_V8_COVERAGE'));
+  const asNobody = (args: string[]) =>
+    run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '--', process.execPath, BERTH_BIN, ...args, '--config', file], { env: clean, timeoutMs: 30_000 });
+  const unreadable = (key: string) => new RegExp(`berth\\.toml: ${key.replace(/[.[\]]/g, '\\$&')}: cannot read "${pw.replace(/\./g, '\\.')}": EACCES`);
+  const outputs: string[] = [];
+
+  const config = await asNobody(['config']);
+  outputs.push(config.stdout, config.stderr);
+  t.equal(config.code, 0, 'berth config works');
+  t.match(config.stderr, /^berth: warning: .*upstream\[0\]\.password_file: cannot read .*EACCES.*; berth serve needs it$/m, 'and says which secret this user cannot read');
+  const status = await asNobody(['status']);
+  outputs.push(status.stdout, status.stderr);
+  t.equal(status.code, 0, `berth status works (${status.stderr.trim().split('\n')[0] ?? ''})`);
+  t.match(status.stdout, /^cache\s+0B of 20GiB/m, 'and reports the cache');
+  t.match(status.stdout, /^policy\s+no snapshot yet/m, 'and the policy, with [harbor] configured');
+  t.match(status.stdout, /^upstream\s+docker\.io .*: reachable, but asks for credentials: /m, 'the upstream that asked for credentials is reachable');
+  t.match(status.stdout, unreadable('upstream[0].password_file'), 'and says why it could not be answered');
+
+  const prefetch = await asNobody(['prefetch', 'docker.io/library/app:v1']);
+  outputs.push(prefetch.stdout, prefetch.stderr);
+  t.equal(prefetch.code, 1, 'prefetch needs the secret: fails');
+  t.match(prefetch.stderr, unreadable('upstream[0].password_file'), 'naming the key and the file');
+
+  const sync = await asNobody(['sync']);
+  outputs.push(sync.stdout, sync.stderr);
+  t.equal(sync.code, 1, 'sync needs Harbor\'s secret: fails');
+  t.match(sync.stderr, unreadable('harbor.password_file'), 'naming the key and the file');
+
+  const serve = await asNobody(['serve']);
+  outputs.push(serve.stdout, serve.stderr);
+  t.equal(serve.code, 2, 'serve needs every secret: refuses to start, exit 2');
+  t.match(serve.stderr, unreadable('upstream[0].password_file'), 'naming the key and the file');
+
+  t.notOk(authorizations.some((a) => a !== undefined), 'no credential was sent while nobody could read it');
+  for (const text of outputs) t.notMatch(text, secret, 'the secret appears nowhere');
+
+  // The same config for root, who can read it: the secret is read when the upstream asks for it, and sent.
+  const asRoot = await berth(['prefetch', 'docker.io/library/app:v1', '--config', file]);
+  t.equal(asRoot.code, 1, 'root: the upstream still refuses (it refuses everyone)');
+  t.ok(authorizations.includes(`Basic ${Buffer.from(`edge:${secret}`).toString('base64')}`), 'but berth read the secret and sent it');
 });

@@ -2,9 +2,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inspect } from 'node:util';
 import t from 'tap';
 import { DEFAULTS } from '../../src/config/defaults.js';
-import { ConfigError, loadConfig, loadConfigWithWarnings, redactedConfig, resolveConfigPath } from '../../src/config/load.js';
+import { ConfigError, loadConfig, loadConfigWithWarnings, redactedConfig, resolveConfigPath, unreadableSecrets } from '../../src/config/load.js';
+import { Secret } from '../../src/config/secret.js';
 import type { Config } from '../../src/config/types.js';
 import { berthServiceLinks } from '../harness/service-links.js';
 
@@ -174,7 +176,7 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
         registry: 'docker.io',
         url: 'https://registry-1.docker.io',
         username: 'edge',
-        password: SECRET,
+        password: new Secret(file, 'upstream[0].password_file', join(dir, 'secrets/hub.password')),
         passwordFile: join(dir, 'secrets/hub.password'),
         caFile: join(dir, 'ca.crt'),
         skipVerify: true,
@@ -191,7 +193,7 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
     harbor: {
       url: 'https://harbor.example.com:8443',
       username: 'robot$edge-sync',
-      password: `${SECRET}-harbor`,
+      password: new Secret(file, 'harbor.password_file', join(dir, 'secrets/harbor.password')),
       passwordFile: join(dir, 'secrets/harbor.password'),
       caFile: join(dir, 'ca.crt'),
       skipVerify: false,
@@ -207,6 +209,8 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
       { image: `harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}`, platforms: DEFAULTS.prefetchKeys.platforms },
     ],
   });
+  t.equal(c.upstreams[0]?.password?.reveal(), SECRET);
+  t.equal(c.harbor?.password?.reveal(), `${SECRET}-harbor`, 'a CRLF line end dropped too');
 });
 
 t.test('a relative --config path is taken from cwd and reported as given', async (t) => {
@@ -266,13 +270,14 @@ t.test('environment overrides, coerced to each key\'s type', async (t) => {
   t.match(config.harbor, {
     url: 'https://harbor.example.com',
     username: 'robot$edge',
-    password: SECRET,
+    password: { file: 'environment BERTH_HARBOR_PASSWORD_FILE', key: 'harbor.password_file', path: join(dir, 'harbor.password') },
     projects: ['edge', 'dockerhub-proxy'],
     skipVerify: true,
     onExpired: 'allow',
     syncIntervalMs: 300_000,
     offlineGraceMs: 72 * 3_600_000,
   });
+  t.equal(config.harbor?.password?.reveal(), SECRET);
 
   const bools: [string, boolean][] = [['true', true], ['TRUE', true], ['1', true], ['false', false], ['False', false], ['0', false]];
   for (const [text, value] of bools) {
@@ -395,7 +400,6 @@ t.test('every kind of bad value or unknown key names the key and the file', asyn
     [up('body_timeout = 60'), 'upstream[0].body_timeout', /expected a string, got integer 60/],
     [up('username = "u"'), 'upstream[0].password_file', /needs a password_file/],
     [up('password_file = "p"'), 'upstream[0].username', /needs a username/],
-    [up('username = "u"\npassword_file = "nope"'), 'upstream[0].password_file', /cannot read ".*nope": ENOENT/],
     [up('ca_file = "nope.crt"'), 'upstream[0].ca_file', /cannot read ".*nope\.crt": ENOENT/],
     [up('via_harbor_project = "dockerhub"'), 'upstream[0].via_harbor_project', /needs a \[harbor\] section/],
     [harbor('') + up('via_harbor_project = "Docker Hub"'), 'upstream[0].via_harbor_project', /not a Harbor project name/],
@@ -453,25 +457,55 @@ t.test('secrets come from files and never appear in an error', async (t) => {
   expectError(`[[upstream]]\nregistry = "r.io"\nurl = "https://user:${SECRET}@r.io"\n`, 'upstream[0].url');
   t.match(messages.at(-1), /must not carry credentials/);
   expectError(`[harbor]\nurl = "ftp://user:${SECRET}@h"\n`, 'harbor.url');
-  // A secret file that loads, next to a later error: the error still carries only paths.
+  // A secret file next to a later error: the error still carries only paths.
   write(dir, 'p', `${SECRET}\n`);
   expectError(`[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "p"\non_expired = "never"\n`, 'harbor.on_expired');
-  write(dir, 'empty', '\n');
-  expectError(`[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "empty"\n`, 'harbor.password_file');
-  t.match(messages.at(-1), /is empty/);
   for (const message of messages) t.notMatch(message, SECRET, message);
 
   const file = write(dir, 'ok.toml', `[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "p"\n`);
   const c = loadConfig({ file, env: {}, cwd: dir });
-  t.equal(c.harbor?.password, SECRET, 'one trailing newline dropped');
+  t.equal(c.harbor?.password?.reveal(), SECRET, 'one trailing newline dropped');
   const printed = JSON.stringify(redactedConfig(c));
   t.notMatch(printed, SECRET);
   t.match(redactedConfig(c), { harbor: { password: '<redacted>', passwordFile: join(dir, 'p'), username: 'r' } });
-  t.equal(c.harbor?.password, SECRET, 'redacting copies, the config keeps its secret');
+  t.equal(c.harbor?.password?.reveal(), SECRET, 'redacting copies, the config keeps its secret');
   t.notOk(Object.isFrozen(redactedConfig(c)), 'the redacted copy is a plain object');
+  // Read once, the secret is in memory: the whole config, however it is printed, still does not show it.
+  for (const [how, text] of [['JSON', JSON.stringify(c)], ['String', String(c.harbor?.password)], ['inspect', inspect(c, { depth: 10, showHidden: true })], ['template', `${c.harbor?.password}`]]) {
+    t.notMatch(text, SECRET, `${how}: no secret`);
+    t.match(text, /<redacted>/, `${how}: says what is there`);
+  }
   write(dir, 'two', 'line1\n\n');
   const two = write(dir, 'two.toml', `[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "two"\n`);
-  t.equal(loadConfig({ file: two, env: {}, cwd: dir }).harbor?.password, 'line1\n', 'only one newline dropped');
+  t.equal(loadConfig({ file: two, env: {}, cwd: dir }).harbor?.password?.reveal(), 'line1\n', 'only one newline dropped');
+});
+
+// Loading once read every password_file, so commands that never send one (status, gc, configure) failed
+// for anyone who could not read the daemon's secrets.
+t.test('secrets are read where they are used, not when the config loads', async (t) => {
+  const dir = tempDir(t);
+  const up = (name: string) => `[[upstream]]\nregistry = "r${name}.io"\nurl = "https://r${name}.io"\nusername = "u"\npassword_file = "${name}"\n`;
+  write(dir, 'later', `${SECRET}\n`);
+  write(dir, 'empty', '\n');
+  const file = write(dir, 'berth.toml', `${up('missing')}${up('later')}${up('empty')}[harbor]\nurl = "https://h"\nusername = "r"\npassword_file = "missing"\n`);
+  const c = loadConfig({ file, env: {}, cwd: dir });
+  t.pass('a config naming a missing, a later-changed and an empty password_file loads');
+
+  write(dir, 'later', 'changed\n');
+  t.equal(c.upstreams[1]?.password?.reveal(), 'changed', 'read on first use: what the file holds then');
+  write(dir, 'later', 'changed again\n');
+  t.equal(c.upstreams[1]?.password?.reveal(), 'changed', 'and kept from then on');
+
+  const missing = configError(t, () => c.upstreams[0]?.password?.reveal());
+  t.match(missing, { file, key: 'upstream[0].password_file', message: /cannot read ".*missing": ENOENT/ }, 'unreadable: names the key and the file');
+  t.match(configError(t, () => c.upstreams[2]?.password?.reveal()), { file, key: 'upstream[2].password_file', message: /".*empty" is empty/ });
+
+  // What serve checks before it starts: every problem, each naming its key.
+  t.same(unreadableSecrets(c).map((e) => e.key), ['upstream[0].password_file', 'upstream[2].password_file', 'harbor.password_file']);
+  write(dir, 'missing', 'm\n');
+  write(dir, 'empty', 'e\n');
+  t.same(unreadableSecrets(c), [], 'none once they can be read');
+  t.equal(c.harbor?.password?.reveal(), 'm');
 });
 
 t.test('values are normalised', async (t) => {
@@ -535,7 +569,10 @@ t.test('the example with every optional key uncommented loads too', async (t) =>
   t.equal(c.cache.dir, '/var/cache/berth');
   t.ok(c.server.tlsCertFile && c.server.tlsKeyFile);
   t.equal(c.upstreams.length, 2);
-  t.match(c.upstreams[0], { username: 'edge-sites', password: SECRET, viaHarborProject: 'dockerhub-proxy' });
-  t.match(c.harbor, { url: 'https://harbor.example.com', username: 'robot$edge-sync', password: SECRET, projects: [] });
+  t.match(c.upstreams[0], { username: 'edge-sites', viaHarborProject: 'dockerhub-proxy' });
+  t.match(c.harbor, { url: 'https://harbor.example.com', username: 'robot$edge-sync', projects: [] });
+  t.same(unreadableSecrets(c), [], 'its secrets can be read');
+  t.equal(c.upstreams[0]?.password?.reveal(), SECRET);
+  t.equal(c.harbor?.password?.reveal(), SECRET);
   t.same(c.prefetch, [{ image: 'docker.io/library/nginx:1.27', platforms: ['linux/amd64', 'linux/arm64/v8'] }]);
 });

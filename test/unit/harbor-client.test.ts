@@ -82,6 +82,24 @@ t.test('paths, encodings and headers', async (t) => {
   t.equal(anon.authenticated, false);
   await anon.getProject('123');
   t.equal(srv.hits.at(-1)?.headers.authorization, undefined, 'no credentials, no header');
+
+  // password_file is read where it is used: `berth status` builds this client and never calls Harbor.
+  let reads = 0;
+  const lazy = client(t, srv.url, {
+    password: {
+      reveal: () => {
+        reads++;
+        return 's3cret';
+      },
+    },
+  });
+  t.equal(lazy.authenticated, true);
+  await lazy.ping();
+  t.equal(reads, 0, 'built and pinged: the password is not read');
+  await lazy.getProject('123');
+  await lazy.getProject('123');
+  t.equal(reads, 1, 'read at the first API call, then kept');
+  t.equal(srv.hits.at(-1)?.headers.authorization, 'Basic ' + Buffer.from('robot$sync:s3cret').toString('base64'));
 });
 
 t.test('pagination by X-Total-Count alone, and by a Link with an unescaped query', async (t) => {

@@ -15,6 +15,8 @@ import { applyPlan, planConfigure } from '../../src/host/certs-dir.js';
 import { parseContainerdVersion } from '../../src/host/containerd-config.js';
 import { runDoctor, type DoctorOptions } from '../../src/host/doctor.js';
 import { formatFinding, hasErrors, type Finding } from '../../src/host/findings.js';
+import { upstreamFindings } from '../../src/host/probes.js';
+import { pino } from 'pino';
 
 /** Answers GET /v2/ like a registry (berth and Distribution both send the header). */
 async function fakeRegistry(t: { teardown(fn: () => unknown): void }): Promise<string> {
@@ -153,4 +155,19 @@ t.test('extra checks plug in; one that throws becomes an error line', async (t) 
   });
   t.same(by(findings, 'x.extra').map((f) => f.what), [`saw ${s.berthUrl}`]);
   t.match(by(findings, 'doctor.check')[0]?.what, /boom/);
+});
+
+t.test('an upstream asking for credentials from a password_file doctor cannot read: an error naming the key', async (t) => {
+  const server = http.createServer((_req, res) => res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="x"' }).end());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-doctor-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'berth.toml');
+  const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  fs.writeFileSync(file, `[[upstream]]\nregistry = "docker.io"\nurl = "${url}"\nusername = "u"\npassword_file = "${dir}/gone"\n`);
+  const [finding] = await upstreamFindings(loadConfig({ file, env: {} }).upstreams, 2000, pino({ level: 'silent' }));
+  t.equal(finding?.level, 'error');
+  t.match(finding?.what, /upstream\[0\]\.password_file: cannot read ".*gone": ENOENT/);
+  t.match(finding?.fix, /upstream\[0\]\.password_file readable/);
 });

@@ -302,6 +302,46 @@ t.test('bearer: credentials go to a realm on the same host', async (t) => {
   }
 });
 
+// The config's password_file is read where it is used: a client only built (berth status), or talking to
+// an upstream that never challenges, must not read it (the user running the command may not be allowed to).
+t.test('a password source is read when the upstream first asks for credentials, and once', async (t) => {
+  let reads = 0;
+  const password = {
+    reveal() {
+      reads++;
+      return PASSWORD;
+    },
+  };
+  const open = await fakeRegistry(t, { auth: 'none', manifests: new Map([['x/y:1', { body: manifestBody, type: MEDIA_TYPES.ociManifest }]]) });
+  const anonymous = client(t, open.url, { username: USER, password });
+  t.equal(await anonymous.ping(), true);
+  t.ok(await anonymous.getManifest('x/y', '1'));
+  t.equal(reads, 0, 'an upstream that never challenges: never read');
+
+  const tokens = await tokenService(t, { requireBasic: true });
+  const bearer = client(t, (await fakeRegistry(t, { auth: 'bearer', realm: tokens.realm, manifests: new Map([['x/y:1', { body: manifestBody, type: MEDIA_TYPES.ociManifest }]]) })).url, { username: USER, password });
+  t.equal(reads, 0, 'building a client reads nothing');
+  t.ok(await bearer.getManifest('x/y', '1'));
+  t.equal(await bearer.getManifest('x/z', '1'), null, 'another scope: another token (and a 404)');
+  t.equal(tokens.hits.length, 2);
+  t.equal(reads, 1, 'bearer: read for the first token, then kept');
+
+  const basic = client(t, (await fakeRegistry(t, { auth: 'basic' })).url, { username: USER, password });
+  t.equal(await basic.ping(), true);
+  t.equal(await basic.ping(), true);
+  t.equal(reads, 2, 'basic: read at the first challenge, then kept');
+
+  const failing = client(t, (await fakeRegistry(t, { auth: 'basic' })).url, {
+    username: USER,
+    password: {
+      reveal() {
+        throw new Error('upstream[0].password_file: cannot read "/etc/berth/p": EACCES');
+      },
+    },
+  });
+  await t.rejects(failing.ping(), /password_file: cannot read .*EACCES/, 'unreadable when needed: the reason reaches the caller');
+});
+
 t.test('bearer: credentials are withheld from a realm on a foreign domain', async (t) => {
   // Upstream by IP, realm by name: not the same host and no shared registrable domain.
   const tokens = await tokenService(t, { host: 'localhost' });
