@@ -327,7 +327,7 @@ t.test('a BERTH_* name that is no key is a warning and ignored (Kubernetes servi
   const other: [NodeJS.ProcessEnv, string, RegExp][] = [
     [{ BERTH_FOO_BAR: '1' }, 'foo.bar', /no such section/],
     [{ BERTH_CACHE: '1' }, 'cache', /no key/],
-    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale, prefetch_interval\)/],
+    [{ BERTH_CACHE_SIZE: '1GiB' }, 'cache.size', /unknown key \(known: dir, max_size, tag_ttl, serve_stale, revalidate_timeout, prefetch_interval\)/],
   ];
   for (const [env, key, message] of other) {
     const name = Object.keys(env)[0]!;
