@@ -16,7 +16,7 @@
  *    adds it before deciding, as for artifacts (`fetchArtifactFacts`).
  */
 import { evaluate, type Decision, type DenyReason } from './policy.js';
-import { artifactKey, type ArtifactPolicyFacts, type PolicySnapshot } from './types.js';
+import { artifactKey, type ArtifactPolicyFacts, type PolicySnapshot, type SignatureType } from './types.js';
 
 export type EnforceReason = DenyReason | 'policy-expired' | 'unknown-project';
 
@@ -33,6 +33,8 @@ export interface EnforceInput {
   onExpired: 'deny' | 'allow';
   /** Facts fetched from Harbor just now; preferred to the snapshot's. */
   facts?: ArtifactPolicyFacts;
+  /** What the manifest's own bytes show (`manifestSignatureType`); a signature is exempt (policy.ts). */
+  manifestSignature?: SignatureType | null;
 }
 
 function hours(ms: number): string {
@@ -59,6 +61,6 @@ export function decide(input: EnforceInput): EnforceDecision {
     };
   }
   const facts = input.facts ?? snapshot.artifacts[artifactKey(project, input.repository, input.digest)];
-  const decision: Decision = evaluate(policy, facts, snapshot.systemAllowlist, now);
+  const decision: Decision = evaluate(policy, facts, snapshot.systemAllowlist, now, input.manifestSignature ?? null);
   return decision;
 }

@@ -21,7 +21,8 @@ import { fetchArtifactFacts, syncPolicies, withArtifact, type SyncResult } from 
 import { SnapshotStore } from './snapshot-store.js';
 import { markedImages } from './prefetch-list.js';
 import { CredentialCache } from './credentials.js';
-import { splitHarborName, type ArtifactRef, type PolicySnapshot } from './types.js';
+import { manifestSignatureType } from './signatures.js';
+import { splitHarborName, type ArtifactRef, type PolicySnapshot, type SignatureType } from './types.js';
 
 /** A remembered pair is re-checked online when older than this (one token request, not one per pull). */
 const RECHECK_MS = 5 * 60_000;
@@ -202,11 +203,29 @@ export class HarborGate implements PolicyGate {
         this.noteUnreachable(err);
       }
     }
-    const d = decide({ snapshot, project: loc.project, repository: loc.repository, digest: req.digest, now, offlineGraceMs: this.opts.harbor.offlineGraceMs, onExpired: this.opts.harbor.onExpired, ...(facts ? { facts } : {}) });
+    const input = { snapshot, project: loc.project, repository: loc.repository, digest: req.digest, now, offlineGraceMs: this.opts.harbor.offlineGraceMs, onExpired: this.opts.harbor.onExpired, ...(facts ? { facts } : {}) };
+    let d = decide(input);
+    // A signature is exempt, and its own bytes say so where the facts do not
+    // (signatures.ts). Read only for a refusal: allowed pulls stay one decision.
+    if (!d.allow) {
+      const manifestSignature = this.cachedSignatureType(req.digest);
+      if (manifestSignature) d = decide({ ...input, manifestSignature });
+    }
     if (d.allow) return;
     this.opts.metrics?.policyDenials.inc({ reason: d.reason });
     this.opts.logger.warn({ registry: req.registry, project: loc.project, repository: loc.repository, digest: req.digest, reason: d.reason, user: req.credentials?.username, message: d.message }, 'pull refused by policy');
     throw new OciError('PROJECTPOLICYVIOLATION', d.message, undefined, { 'X-Berth-Policy-Reason': d.reason });
+  }
+
+  /** What the cached bytes of a manifest show it to be (null: not a signature, or not cached). */
+  private cachedSignatureType(digest: string): SignatureType | null {
+    try {
+      const row = this.opts.index.getManifest(digest);
+      return row ? manifestSignatureType(row.body) : null;
+    } catch (err) {
+      this.opts.logger.warn({ digest, err: err instanceof Error ? err.message : String(err) }, 'cannot read a cached manifest to tell whether it is a signature');
+      return null;
+    }
   }
 
   /** Artifacts berth holds from Harbor: what sync fetches facts for. */

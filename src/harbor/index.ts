@@ -8,6 +8,7 @@ export { HarborError, isHarborUnreachable, type HarborErrorCode } from './errors
 export { createHarborClient, type HarborClient, type HarborClientOptions, type ArtifactQuery, type ArtifactListQuery, type CallOptions } from './client.js';
 export { evaluate, effectiveAllowlist, isAllowlistExpired, projectEnforces, type Decision, type DenyReason } from './policy.js';
 export { decide, type EnforceDecision, type EnforceInput, type EnforceReason } from './enforce.js';
+export { manifestSignatureType, signatureTypeOfMediaType } from './signatures.js';
 export { normaliseProject, normaliseAllowlist, artifactFacts, parseSeverityVersion3, severityCode, isTrue, signatureTypeOf } from './normalise.js';
 export { syncPolicies, fetchArtifactFacts, withArtifact, type SyncOptions, type SyncResult } from './sync.js';
 export { snapshotHash, canonicalJson, describeChanges } from './diff.js';

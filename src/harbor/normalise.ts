@@ -5,6 +5,7 @@
  * pull, and the tests.
  */
 import { isIndexMediaType } from '../oci/mediatypes.js';
+import { COSIGN_SIG_TAG, signatureTypeOfMediaType } from './signatures.js';
 import {
   REPORT_MIME_ORDER,
   type ArtifactPolicyFacts,
@@ -122,22 +123,18 @@ export function pickReportMime(keys: Iterable<string>): string | undefined {
   return REPORT_MIME_ORDER.find((m) => have.has(m));
 }
 
-const COSIGN_MEDIA_TYPES = new Set(['application/vnd.dev.cosign.artifact.sig.v1+json', 'application/vnd.dev.sigstore.bundle.v0.3+json']);
-const NOTATION_MEDIA_TYPE = 'application/vnd.cncf.notary.signature';
-const COSIGN_SIG_TAG = /^sha256-[a-f0-9]{64}\.sig$/;
-
 /**
- * Whether an artifact is itself a signature, from what the artifact shows:
- * the config media type or artifactType Harbor keys accessories by, or
+ * Whether an artifact is itself a signature, from what Harbor's JSON for it
+ * shows: the config media type or artifactType Harbor keys accessories by, or
  * cosign's `sha256-<hex>.sig` tag (H:src/server/middleware/cosign, subject).
  * Sync also marks any digest that some synced artifact lists as its
- * signature accessory, which covers the rest.
+ * signature accessory, and enforcement also reads the manifest's own bytes
+ * (signatures.ts), which covers the rest.
  */
 export function signatureTypeOf(a: Pick<HarborArtifact, 'media_type' | 'artifact_type' | 'tags'>): SignatureType | null {
   for (const t of [a.media_type, a.artifact_type]) {
-    if (t === undefined) continue;
-    if (COSIGN_MEDIA_TYPES.has(t)) return 'signature.cosign';
-    if (t === NOTATION_MEDIA_TYPE) return 'signature.notation';
+    const type = signatureTypeOfMediaType(t);
+    if (type) return type;
   }
   if ((a.tags ?? []).some((tag) => COSIGN_SIG_TAG.test(tag.name))) return 'signature.cosign';
   return null;

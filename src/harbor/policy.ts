@@ -15,7 +15,7 @@
  * image it knows nothing about satisfies the project's policy.
  */
 import { dedupeVulnerabilities, severityCode } from './normalise.js';
-import type { ArtifactPolicyFacts, CveAllowlist, ProjectPolicy } from './types.js';
+import type { ArtifactPolicyFacts, CveAllowlist, ProjectPolicy, SignatureType } from './types.js';
 
 export type DenyReason = 'cosign' | 'notation' | 'vuln-severity' | 'vuln-not-scanned' | 'vuln-scan-status' | 'unknown-artifact';
 
@@ -55,9 +55,21 @@ function deny(reason: DenyReason, message: string): Decision {
 /**
  * Harbor's decision for pulling `artifact` (a manifest GET or HEAD by tag or
  * digest, resolved to this digest) from `project`. `now` is epoch ms.
+ * `manifestSignature`: what the manifest's own bytes show it to be
+ * (`manifestSignatureType`, signatures.ts), when berth holds them.
  */
-export function evaluate(project: ProjectPolicy, artifact: ArtifactPolicyFacts | undefined, systemAllowlist: CveAllowlist, now: number): Decision {
+export function evaluate(
+  project: ProjectPolicy,
+  artifact: ArtifactPolicyFacts | undefined,
+  systemAllowlist: CveAllowlist,
+  now: number,
+  manifestSignature: SignatureType | null = null,
+): Decision {
   if (!projectEnforces(project)) return ALLOW;
+  // SkipPolicyChecking: a signature is pulled to verify the image it signs.
+  // Harbor's facts or the manifest's own content may say so; the content
+  // holds even where berth has no facts (offline, never synced).
+  if (artifact?.isSignature === true || manifestSignature !== null) return ALLOW;
   if (artifact === undefined) {
     return deny(
       'unknown-artifact',
@@ -65,9 +77,6 @@ export function evaluate(project: ProjectPolicy, artifact: ArtifactPolicyFacts |
         'To continue with pull, retry once the mirror can reach Harbor.',
     );
   }
-  // SkipPolicyChecking: a signature is pulled to verify the image it signs.
-  if (artifact.isSignature) return ALLOW;
-
   // Content trust: an accessory on this very digest; an index's signature
   // does not cover its children. Cosign is checked before notation.
   if (project.contentTrustCosign && !artifact.accessories.includes('signature.cosign')) {

@@ -195,6 +195,43 @@ export async function pushSignature(b: Backing, repository: string, subject: Art
   return { digest, size: bytes.length, mediaType: manifest.mediaType, artifactType };
 }
 
+const COSIGN_SIMPLESIGNING = 'application/vnd.dev.cosign.simplesigning.v1+json';
+
+/**
+ * What `cosign sign` pushes by default (its tag scheme, no OCI `subject`): an
+ * image manifest under the tag `sha256-<hex>.sig` whose layers are simplesigning
+ * payloads, one per signature, with an image config listing them. Signing again
+ * reads the manifest behind the tag, appends a layer and pushes the result to
+ * the same tag, so the tag moves and the earlier manifest stays behind untagged.
+ * Harbor records such a push as a `signature.cosign` accessory from the tag
+ * (H:src/server/middleware/cosign/cosign.go).
+ */
+export async function pushCosignTagSignature(b: Backing, repository: string, subject: Artifact): Promise<PushedManifest> {
+  const tag = `sha256-${subject.digest.slice('sha256:'.length)}.sig`;
+  const auth = { Authorization: `Bearer ${b.token(repository, ['pull', 'push'])}` };
+  const previous = await fetch(`${b.url}/v2/${repository}/manifests/${tag}`, { headers: { ...auth, Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+  const layers: Descriptor[] = [];
+  if (previous.ok) layers.push(...((JSON.parse(await previous.text()) as ParsedManifest).layers ?? []));
+  else await previous.arrayBuffer();
+  const payload = Buffer.from(JSON.stringify({ critical: { identity: { 'docker-reference': repository }, image: { 'docker-manifest-digest': subject.digest }, type: 'cosign container image signature' }, optional: { n: layers.length } }));
+  layers.push({ mediaType: COSIGN_SIMPLESIGNING, digest: await pushBlob(b, repository, payload), size: payload.length });
+  const config = Buffer.from(
+    JSON.stringify({ architecture: '', created: '0001-01-01T00:00:00Z', history: [{ created: '0001-01-01T00:00:00Z' }], os: '', rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) }, config: {} }),
+  );
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: await pushBlob(b, repository, config), size: config.length },
+    layers: layers.map((l) => ({ ...l, annotations: { 'dev.cosignproject.cosign/signature': 'MEUCIQ-simulated' } })),
+  };
+  const bytes = Buffer.from(JSON.stringify(manifest));
+  await check(
+    await fetch(`${b.url}/v2/${repository}/manifests/${tag}`, { method: 'PUT', headers: { ...auth, 'Content-Type': manifest.mediaType }, body: new Uint8Array(bytes) }),
+    `push the cosign signature ${repository}:${tag}`,
+  );
+  return { digest: sha256(bytes), size: bytes.length, mediaType: manifest.mediaType, artifactType: manifest.config.mediaType };
+}
+
 /** Reads an existing manifest from the backing registry (to register it as an accessory). */
 export async function fetchManifest(b: Backing, repository: string, digest: string): Promise<PushedManifest> {
   const res = await check(

@@ -27,7 +27,7 @@ import { startRegistry, type Registry } from '../harness/registry.js';
 import { signingMaterial } from '../harness/token-server.js';
 import { handleApi } from './api.js';
 import { handleTokenService, signToken, TOKEN_ISSUER, TOKEN_SERVICE, type SigningKey } from './auth.js';
-import { fetchManifest, pushSignature, registerTestImage, type Backing } from './content.js';
+import { fetchManifest, pushCosignTagSignature, pushSignature, registerTestImage, type Backing } from './content.js';
 import { Exchange, HarborError } from './http.js';
 import { UpstreamClient, type ProxyDeps } from './proxy.js';
 import { handleV2 } from './registry-front.js';
@@ -102,6 +102,13 @@ export interface HarborSim {
   setScannable(project: string, repo: string, reference: string, scannable: boolean | undefined): void;
   /** Attaches a signature; pushes a real signature manifest unless `accessoryDigest` names one already in the repository. Returns its digest. */
   addAccessory(project: string, repo: string, subject: string, type: 'signature.cosign' | 'signature.notation', accessoryDigest?: string): Promise<string>;
+  /**
+   * Signs `subject` the way `cosign sign` does by default: the `sha256-<hex>.sig` tag (no OCI
+   * `subject`), simplesigning layers, an image config; Harbor renders it as an IMAGE whose only
+   * hint of being a signature is that tag. Signing again appends a signature and moves the tag;
+   * the earlier manifest stays a `signature.cosign` accessory, untagged. Returns the new digest.
+   */
+  cosignSign(project: string, repo: string, subject: string): Promise<string>;
   setLabels(project: string, repo: string, reference: string, labels: string[]): void;
   setImmutableRules(project: string, rules: unknown[]): void;
   setPreheatPolicies(project: string, policies: unknown[]): void;
@@ -293,6 +300,15 @@ export async function startHarborSim(t: Teardown, opts: HarborSimOptions = {}): 
       state.markAccessory(acc, subject, type);
       // cosign finds its signature by this tag, so the simulator serves it (pushSignature tagged it in the registry).
       if (!accessoryDigest && type === 'signature.cosign') state.tagArtifact(acc, `sha256-${subject.digest.slice('sha256:'.length)}.sig`);
+      return acc.digest;
+    },
+    async cosignSign(project, repo, subjectRef) {
+      const p = state.requireProject(project);
+      const subject = artifactOf(project, repo, subjectRef);
+      const m = await pushCosignTagSignature(content, `${p.name}/${repo}`, subject);
+      const acc = state.registerManifest(p, repo, { digest: m.digest, size: m.size, type: 'IMAGE', mediaType: m.artifactType, manifestMediaType: m.mediaType, artifactType: m.artifactType, extraAttrs: { architecture: '', os: '', created: '0001-01-01T00:00:00Z', author: '', config: {} } });
+      state.markAccessory(acc, subject, 'signature.cosign');
+      state.tagArtifact(acc, `sha256-${subject.digest.slice('sha256:'.length)}.sig`);
       return acc.digest;
     },
     setLabels: (project, repo, reference, labels) => state.setLabels(artifactOf(project, repo, reference), labels),
