@@ -17,7 +17,7 @@ import { manifestChildren } from '../oci/manifest.js';
 import type { Index, TagRow } from '../store/index-db.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { formatDuration } from '../config/units.js';
-import { UpstreamError, isUnreachable, type RegistryClient, type RequestOptions } from '../upstream/types.js';
+import { UpstreamError, isUnreachable, type ManifestAnswer, type RegistryClient, type RequestOptions } from '../upstream/types.js';
 import { SingleFlight } from './singleflight.js';
 import { toClientError } from './errors.js';
 
@@ -190,7 +190,9 @@ export class ManifestCache {
       // A cached answer waits on its revalidation only so long (and only when it may be served stale).
       return await (usable && this.opts.serveStale ? this.withinRevalidateTimeout(req, known, promise) : promise);
     } catch (err) {
-      if (usable && this.opts.serveStale && isStaleWorthy(err)) {
+      // A refusal on record is the upstream's last word on this tag (a success
+      // clears it): it holds while the upstream is away, not the older digest.
+      if (usable && this.opts.serveStale && isStaleWorthy(err) && !this.index.getRefusal(registry, repository, tag)) {
         const warning = `299 - "berth: upstream ${registry} is unreachable; serving the last known digest of ${repository}:${tag}"`;
         const stale = req.head ? { ...headOf(known, 'stale'), warning } : this.fromCache(known.digest, false, 'stale', warning);
         if (stale) {
@@ -204,15 +206,15 @@ export class ManifestCache {
 
   /**
    * An upstream policy refusal (Harbor's 412) is remembered, so that with the
-   * upstream gone the same reference is still refused with the same words
-   * rather than merely unavailable.
+   * upstream gone (or failing) the same reference is still refused with the
+   * same words rather than merely unavailable. Also for Mirror's link checks.
    */
-  private refusalAware(registry: string, repository: string, reference: string, err: unknown): OciError {
+  refusalAware(registry: string, repository: string, reference: string, err: unknown): OciError {
     if (err instanceof UpstreamError && err.code === 'UPSTREAM_POLICY') {
       this.index.putRefusal(registry, repository, reference, err.upstreamMessage);
       this.metrics.policyDenials.inc({ reason: 'upstream' });
       this.logger.warn({ registry, repository, reference, reason: 'upstream', message: err.upstreamMessage }, 'pull refused by policy');
-    } else if (isUnreachable(err) || (err instanceof OciError && err.code === 'UNAVAILABLE')) {
+    } else if (isStaleWorthy(err)) {
       const refused = this.index.getRefusal(registry, repository, reference);
       if (refused) return new OciError('PROJECTPOLICYVIOLATION', refused.message || `upstream ${registry} refused this image by policy`);
     }
@@ -263,7 +265,7 @@ export class ManifestCache {
   /** The upstream HEAD of a tag; at shutdown it ends as unavailable instead of running on to header_timeout. */
   private async headTag(client: RegistryClient, repository: string, tag: string, opts: RequestOptions): Promise<UpstreamHead> {
     try {
-      return await client.headManifest(repository, tag, { ...opts, signal: this.stopping.signal });
+      return await headManifestWithReason(client, repository, tag, { ...opts, signal: this.stopping.signal });
     } catch (err) {
       if (this.stopping.signal.aborted) throw new OciError('UNAVAILABLE', 'berth is shutting down');
       throw err;
@@ -324,6 +326,35 @@ export class ManifestCache {
   /** Tags berth knows for a repository (the offline answer to tags/list). */
   knownTags(registry: string, repository: string): string[] {
     return this.index.listTags(registry, repository);
+  }
+}
+
+/** Harbor's answer to a refused HEAD: a 412 without a body, so without its words. */
+function isBareRefusal(err: unknown): boolean {
+  return err instanceof UpstreamError && err.code === 'UPSTREAM_POLICY' && err.upstreamMessage === undefined;
+}
+
+/**
+ * A manifest HEAD whose refusal carries the upstream's own words. Harbor
+ * answers a refused HEAD with a bare 412 (reference §2), so a refusal is asked
+ * again with a GET, whose 412 has Harbor's message: one request more, on a
+ * refusal only, for the exact current text, which the client hears and berth
+ * remembers for answers while Harbor is away. Should the GET be let through
+ * (the policy changed in between), its answer stands; should it fail another
+ * way, the HEAD's refusal does.
+ */
+export async function headManifestWithReason(client: RegistryClient, repository: string, reference: string, opts?: RequestOptions): Promise<Omit<ManifestAnswer, 'body'> | null> {
+  try {
+    return await client.headManifest(repository, reference, opts);
+  } catch (err) {
+    if (!isBareRefusal(err)) throw err;
+    let got: ManifestAnswer | null;
+    try {
+      got = await client.getManifest(repository, reference, opts);
+    } catch (again) {
+      throw again instanceof UpstreamError && again.code === 'UPSTREAM_POLICY' ? again : err;
+    }
+    return got && { digest: got.digest, mediaType: got.mediaType, size: got.size };
   }
 }
 

@@ -12,7 +12,7 @@ import type { BlobFiles } from '../store/blobs.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { isUnreachable } from '../upstream/types.js';
 import { Upstreams } from './upstreams.js';
-import { ManifestCache, type ManifestResult } from './manifests.js';
+import { ManifestCache, headManifestWithReason, type ManifestResult } from './manifests.js';
 import { BlobCache, type BlobHandle } from './blobs.js';
 import { toClientError } from './errors.js';
 import type { ClientCredentials, PolicyGate } from './gate.js';
@@ -116,10 +116,11 @@ export class Mirror {
       return;
     }
     try {
-      const found = kind === 'blob' ? await client.headBlob(repository, digest, reqId ? { reqId } : {}) : await client.headManifest(repository, digest, reqId ? { reqId } : {});
+      const found = kind === 'blob' ? await client.headBlob(repository, digest, reqId ? { reqId } : {}) : await headManifestWithReason(client, repository, digest, reqId ? { reqId } : {});
       if (!found) throw new OciError(kind === 'blob' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', `${kind} unknown to registry`, { digest });
     } catch (err) {
-      throw toClientError(err);
+      // A manifest the upstream refuses by policy is refused in its words, and still so offline.
+      throw kind === 'manifest' ? this.manifests.refusalAware(client.registry, repository, digest, err) : toClientError(err);
     }
     this.opts.index.link(client.registry, repository, digest);
     this.linked.set(key, true);
