@@ -7,9 +7,10 @@
  *   berth        answering GET /v2/ where hosts.toml points
  *   upstreams    each reachable (and Harbor), credentials accepted
  *   disk         room under the cache dir for max_size
+ *   tls          berth's and each peer's certificate, skip_verify left on
+ *   clock        the node's clock against Harbor's (through [harbor] ca_file)
  *
- * More checks plug in through `extraChecks` (clock skew against Harbor
- * belongs to the Harbor sync and is added there).
+ * More checks plug in through `extraChecks`.
  */
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';

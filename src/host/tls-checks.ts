@@ -13,6 +13,8 @@ import { X509Certificate } from 'node:crypto';
 import type { Config } from '../config/types.js';
 import { finding, type Finding } from './findings.js';
 import { parseHostsToml } from './hosts-toml.js';
+import { request } from 'undici';
+import { createDispatcher, type UpstreamDispatcher } from '../upstream/dispatcher.js';
 import { probePeerCertificate } from '../upstream/tls-probe.js';
 
 const SOON_MS = 14 * 86_400_000;
@@ -96,21 +98,40 @@ export async function skipVerifyFindings(dirs: readonly string[]): Promise<Findi
   return out;
 }
 
-/** The node's clock against Harbor's Date header: policy expiry is judged by this node's clock. */
+/**
+ * The node's clock against Harbor's Date header: policy expiry is judged by
+ * this node's clock. Harbor is reached as the sync reaches it (the upstream
+ * dispatcher, with [harbor] ca_file and skip_verify), so a private-CA Harbor
+ * gets an answer; a Harbor that cannot be reached has its own finding.
+ */
 export async function clockSkewFinding(config: Config, timeoutMs: number): Promise<Finding[]> {
-  if (!config.harbor) return [];
+  const harbor = config.harbor;
+  if (!harbor) return [];
+  let transport: UpstreamDispatcher | undefined;
   try {
+    transport = createDispatcher({
+      registry: new URL(harbor.url).host,
+      timeouts: { connectMs: timeoutMs, headersMs: timeoutMs, bodyIdleMs: timeoutMs },
+      skipVerify: harbor.skipVerify,
+      connections: 1,
+      keepAliveTimeoutMs: 10,
+      ...(harbor.caFile !== undefined ? { caFile: harbor.caFile } : {}),
+    });
     const started = Date.now();
-    const res = await fetch(new URL('/api/v2.0/ping', config.harbor.url), { signal: AbortSignal.timeout(timeoutMs) });
-    await res.body?.cancel();
-    const date = res.headers.get('date');
-    if (!date) return [];
-    const skew = Date.parse(date) - (started + Date.now()) / 2;
+    const res = await request(new URL('/api/v2.0/ping', harbor.url), { dispatcher: transport.dispatcher, signal: AbortSignal.timeout(timeoutMs) });
+    const arrived = Date.now();
+    await res.body.dump();
+    const header = res.headers.date;
+    const date = Array.isArray(header) ? header[0] : header;
+    if (!date || Number.isNaN(Date.parse(date))) return [];
+    const skew = Date.parse(date) - (started + arrived) / 2;
     if (Math.abs(skew) > 60_000) {
       return [finding('warn', 'harbor.clock', `this node's clock is ${Math.round(Math.abs(skew) / 1000)} s ${skew > 0 ? 'behind' : 'ahead of'} Harbor's: CVE allowlist expiry and offline_grace are judged by it`, 'run NTP (systemd-timesyncd or chrony) on the node')];
     }
     return [finding('ok', 'harbor.clock', `clock within ${Math.max(1, Math.round(Math.abs(skew) / 1000))} s of Harbor's`)];
   } catch {
     return [];
+  } finally {
+    await transport?.close().catch(() => undefined);
   }
 }

@@ -6,9 +6,11 @@
 import t from 'tap';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { issueLeaf, makeCa } from '../harness/pki.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 import { applyPlan, planConfigure } from '../../src/host/certs-dir.js';
@@ -141,6 +143,34 @@ t.test('hosts.toml problems: missing, server-only, not naming berth, a stray fil
   const stray = by(findings, 'hosts.stray');
   t.equal(stray.length, 1);
   t.match(stray[0]?.what, /ghcr\.io: .* sends pulls to berth, which has no \[\[upstream\]\] for ghcr\.io/);
+});
+
+t.test("clock skew against a private-CA Harbor: doctor trusts [harbor] ca_file and reports the skew", async (t) => {
+  const s = await setup(t, true);
+  const ca = await makeCa(s.dir, 'harbor-ca');
+  const leaf = await issueLeaf(ca, 'harbor', { ips: ['127.0.0.1'] });
+  const pings: string[] = [];
+  // Harbor's clock runs ten minutes ahead of this node's.
+  const server = https.createServer({ cert: fs.readFileSync(leaf.certFile), key: fs.readFileSync(leaf.keyFile) }, (req, res) => {
+    if (req.url === '/api/v2.0/ping') pings.push(req.url);
+    res.setHeader('Date', new Date(Date.now() + 600_000).toUTCString());
+    if (req.url === '/v2/') res.writeHead(200, { 'Docker-Distribution-API-Version': 'registry/2.0', 'Content-Type': 'application/json' }).end('{}');
+    else if (req.url === '/api/v2.0/ping') res.writeHead(200, { 'Content-Type': 'text/plain' }).end('Pong');
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const harborUrl = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const file = path.join(s.dir, 'harbor.toml');
+  fs.writeFileSync(file, `[cache]\ndir = "${s.dir}/cache"\n[[upstream]]\nregistry = "docker.io"\nurl = "${s.berthUrl}"\n[harbor]\nurl = "${harborUrl}"\nca_file = "${ca.certFile}"\nprojects = ["edge"]\n`);
+  const config = loadConfig({ file, env: {} });
+
+  const findings = await runDoctor({ config, berthUrl: s.berthUrl, hostsDir: s.hostsDir, detect: detect('1.6.20'), timeoutMs: 2000 });
+  t.same(by(findings, 'harbor.reachable').map((f) => f.level), ['ok'], 'the ca_file is trusted for the reachability check');
+  const clock = by(findings, 'harbor.clock');
+  t.same(clock.map((f) => f.level), ['warn'], findings.map(formatFinding).join('\n'));
+  t.match(clock[0]?.what, /this node's clock is \d+ s behind Harbor's/);
+  t.ok(pings.length > 0, 'the clock was read from Harbor\'s ping');
 });
 
 t.test('extra checks plug in; one that throws becomes an error line', async (t) => {
