@@ -50,8 +50,9 @@ function checkDigest(value: string): string {
 }
 
 /**
- * Parses a request path below /v2. Throws an OciError for a malformed name,
- * tag or digest, and NOT_FOUND for a path that is no registry endpoint.
+ * Parses a request path below /v2. Throws an OciError for a malformed name or
+ * digest, MANIFEST_UNKNOWN for a manifest reference that is neither tag nor
+ * digest, and NOT_FOUND for a path that is no registry endpoint.
  */
 export function parseV2Path(pathname: string): V2Route {
   if (pathname === '/v2' || pathname === '/v2/') return { kind: 'base' };
@@ -62,8 +63,11 @@ export function parseV2Path(pathname: string): V2Route {
   if (m) {
     const name = checkName(m[1]!);
     const reference = m[2]!;
+    // A tag has no ':', so a reference with one was meant as a digest: a malformed one is the client's error.
     if (reference.includes(':')) return { kind: 'manifest', name, reference: checkDigest(reference), byDigest: true };
-    if (!isValidTag(reference)) throw new OciError('TAG_INVALID', 'invalid tag', { tag: reference.slice(0, 200) });
+    // Anything else that is no tag names no manifest anywhere: 404, as Distribution answers and the
+    // conformance suite expects ("HEAD/GET nonexistent manifest"), and no upstream need be asked.
+    if (!isValidTag(reference)) throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown: the reference is neither a valid tag nor a digest');
     return { kind: 'manifest', name, reference, byDigest: false };
   }
   m = /^(.+)\/blobs\/uploads(?:\/[^/]*)?$/.exec(rest);

@@ -215,7 +215,9 @@ t.test('core mirror with real containerd, Distribution and skopeo', async (t) =>
       ['/v2/a/blobs/sha256:../../canary.txt', 404, 'NOT_FOUND'],
       ['/v2/a/blobs/sha256:..%2f..%2fcanary.txt', 400, 'DIGEST_INVALID'],
       ['/v2/a/blobs/sha256:' + 'A'.repeat(64), 400, 'DIGEST_INVALID'],
-      ['/v2/a/manifests/bad%20tag', 400, 'TAG_INVALID'],
+      ['/v2/a/manifests/bad%20tag', 404, 'MANIFEST_UNKNOWN'],
+      ['/v2/a/manifests/..', 404, 'MANIFEST_UNKNOWN'],
+      ['/v2/a/manifests/sha256:..%2f..%2fcanary.txt', 400, 'DIGEST_INVALID'],
       ['/v2/a/manifests/latest?ns=evil.example.com', 403, 'DENIED'],
       ['/v2/a/manifests/latest?ns=' + encodeURIComponent('127.0.0.1:1/x'), 400, 'NAME_INVALID'],
       ['/v2/library/nope/manifests/latest?ns=docker.io', 404, 'MANIFEST_UNKNOWN'],
@@ -234,6 +236,19 @@ t.test('core mirror with real containerd, Distribution and skopeo', async (t) =>
     }
     t.equal(fs.readFileSync(canary, 'utf8'), 'canary');
     t.same(fs.readdirSync(parent).sort(), before, 'nothing new next to the cache dir');
+  });
+
+  await t.test('a reference that is neither a tag nor a digest: 404 MANIFEST_UNKNOWN, as the conformance suite expects, and the upstream is not asked', async (t) => {
+    const mark = registry.mark();
+    const target = '/v2/library/x/manifests/.INVALID_MANIFEST_NAME?ns=docker.io';
+    const get = await rawRequest(berth.url, target);
+    t.equal(get.status, 404, 'GET: 404');
+    t.match(JSON.parse(get.body), { errors: [{ code: 'MANIFEST_UNKNOWN' }] }, 'GET: MANIFEST_UNKNOWN in the OCI envelope');
+    const head = await rawRequest(berth.url, target, 'HEAD');
+    t.equal(head.status, 404, 'HEAD: 404');
+    t.equal(head.body, '', 'HEAD: no body');
+    await registry.barrier();
+    t.same(registry.requests({ since: mark }).map((r) => `${r.method} ${r.uri}`), [], 'the upstream saw no request');
   });
 
   await t.test('upstream down: cached images pull by tag and digest, an uncached one fails fast', async (t) => {

@@ -33,14 +33,28 @@ t.test('bad names, tags and digests are 4xx OCI errors', async (t) => {
   t.equal(codeOf(() => parseV2Path('/v2/a//b/manifests/x')), 'NAME_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a\\b/manifests/x')), 'NAME_INVALID');
   t.equal(codeOf(() => parseV2Path(`/v2/${'a'.repeat(256)}/manifests/x`)), 'NAME_INVALID');
-  t.equal(codeOf(() => parseV2Path('/v2/a/manifests/.hidden')), 'TAG_INVALID');
-  t.equal(codeOf(() => parseV2Path(`/v2/a/manifests/${'t'.repeat(129)}`)), 'TAG_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/manifests/sha256:abc')), 'DIGEST_INVALID');
+  t.equal(codeOf(() => parseV2Path('/v2/a/manifests/sha256:..%2f..%2fx')), 'DIGEST_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/blobs/sha512:' + 'a'.repeat(128))), 'DIGEST_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/blobs/' + 'a'.repeat(64))), 'DIGEST_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/blobs/sha256:' + 'A'.repeat(64))), 'DIGEST_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/unknown/x')), 'NOT_FOUND');
   t.equal(codeOf(() => parseV2Path('/etc/passwd')), 'NOT_FOUND');
+});
+
+t.test('a reference that is neither a tag nor a digest is an unknown manifest (404, as Distribution and the conformance suite expect)', async (t) => {
+  for (const ref of ['.INVALID_MANIFEST_NAME', '.hidden', 't'.repeat(129), 'bad%20tag', '..', '%2e%2e', '-x']) {
+    const path = `/v2/library/x/manifests/${ref}`;
+    let err: unknown;
+    try {
+      parseV2Path(path);
+    } catch (e) {
+      err = e;
+    }
+    t.ok(err instanceof OciError && err.code === 'MANIFEST_UNKNOWN' && err.status === 404, `${path.slice(0, 60)} -> 404 MANIFEST_UNKNOWN`);
+  }
+  t.equal(codeOf(() => parseV2Path('/v2/UPPER/manifests/.INVALID_MANIFEST_NAME')), 'NAME_INVALID', 'a bad name is still NAME_INVALID');
+  t.equal(codeOf(() => parseV2Path('/v2/a/../../x/manifests/.bad')), 'NAME_INVALID');
 });
 
 t.test('docker hub short names are library/ names', async (t) => {
