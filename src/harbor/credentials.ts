@@ -8,12 +8,25 @@
  * process is answered from an in-memory HMAC under a per-process random key
  * (microseconds, and worthless outside this process).
  *
- * Intended use (see the report to the lead): online, ask Harbor
+ * Intended use (see the report to the lead): `admit` first (429 while the
+ * user name is locked out); online, ask Harbor
  * (`HarborClient.checkPullCredentials`), then `remember` or `forget`; offline,
  * `check` decides: 'valid' serves, 'unknown' and 'mismatch' answer 401.
+ * Each refusal that judged the password (Harbor said no; offline, a
+ * mismatch) is reported with `failed`; ten different wrong passwords for one
+ * user name within five minutes lock it until those five minutes end.
+ *
+ * While a name is locked out, only a pair already verified in this process
+ * (its HMAC memo) passes: that costs an attacker nothing and keeps the real
+ * user pulling. A pair known only from the index (after a restart) waits
+ * like any guess: checking it would need scrypt, which is the oracle the
+ * lock-out is there to close.
  */
 import { createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import type { Database, Statement } from 'better-sqlite3';
+import type { Metrics } from '../metrics/metrics.js';
+import { OciError } from '../oci/errors.js';
+import { SignInLimit } from './sign-in-limit.js';
 
 export type CredentialCheck = 'valid' | 'unknown' | 'mismatch';
 
@@ -24,6 +37,9 @@ export interface CredentialCacheOptions {
   db?: Database;
   /** Bound on remembered pairs; the least recently verified go first. Default 10 000. */
   maxEntries?: number;
+  /** Failed sign-ins per user name (default: 10 per 5 minutes). */
+  limit?: SignInLimit;
+  metrics?: Metrics;
 }
 
 interface Entry {
@@ -78,6 +94,8 @@ export class CredentialCache {
   }
   private readonly ttlMs: number;
   private readonly maxEntries: number;
+  private readonly limit: SignInLimit;
+  private readonly metrics: Metrics | undefined;
   private readonly st:
     | { put: Statement<[string, string, Buffer, Buffer, number, number]>; del: Statement<[string, string]>; expire: Statement<[number]> }
     | undefined;
@@ -86,6 +104,8 @@ export class CredentialCache {
     if (!(opts.ttlMs > 0)) throw new RangeError('credential ttl must be positive');
     this.ttlMs = opts.ttlMs;
     this.maxEntries = opts.maxEntries ?? 10_000;
+    this.limit = opts.limit ?? new SignInLimit();
+    this.metrics = opts.metrics;
     const db = opts.db;
     if (db) {
       this.st = {
@@ -142,6 +162,26 @@ export class CredentialCache {
       return 'valid';
     }
     return 'mismatch';
+  }
+
+  /**
+   * Throws 429 TOOMANYREQUESTS (with Retry-After) while `username` is locked
+   * out, unless this exact pair was verified for the project in this process.
+   * Costs an HMAC at most: no scrypt, no Harbor.
+   */
+  admit(project: string, username: string, password: string, now: number): void {
+    const wait = this.limit.retryAfterMs(username, now);
+    if (wait <= 0) return;
+    const entry = this.entries.get(keyOf(project, username));
+    if (entry?.memo && now < entry.expiresAt && timingSafeEqual(entry.memo, memoOf(password))) return;
+    this.metrics?.credentialLockouts.inc();
+    throw new OciError('TOOMANYREQUESTS', 'too many failed sign-ins for this user name: try again later', undefined, { 'Retry-After': String(Math.max(1, Math.ceil(wait / 1000))) });
+  }
+
+  /** A sign-in with this user name was refused for its password. */
+  failed(username: string, password: string, now: number): void {
+    this.limit.fail(username, password, now);
+    this.metrics?.credentialFailures.inc();
   }
 
   /** Harbor refused the pair (robot disabled or expired, secret rotated): stop accepting it offline. */

@@ -77,7 +77,7 @@ export class HarborGate implements PolicyGate {
     }
     this.store = new SnapshotStore(opts.index.db);
     this.snapshot = this.store.load();
-    this.creds = new CredentialCache({ ttlMs: harbor.offlineGraceMs, db: opts.index.db });
+    this.creds = new CredentialCache({ ttlMs: harbor.offlineGraceMs, db: opts.index.db, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
   }
 
   /** Harbor's project and repository for content berth serves as (registry, repository). */
@@ -152,6 +152,8 @@ export class HarborGate implements PolicyGate {
     const c = req.credentials;
     if (!c) throw new OciError('UNAUTHORIZED', 'authentication required: this repository is private', { project: loc.project }, BASIC_CHALLENGE);
     const now = this.now();
+    // Before scrypt or Harbor: a user name with too many refused passwords waits (429).
+    this.creds.admit(loc.project, c.username, c.password, now);
     const known = await this.creds.check(loc.project, c.username, c.password, now);
     const verifiedAt = this.creds.verifiedAt(loc.project, c.username);
     if (known === 'valid' && verifiedAt !== null && now - verifiedAt < RECHECK_MS) return;
@@ -165,6 +167,7 @@ export class HarborGate implements PolicyGate {
         // Harbor revoked the pair berth remembers: forget it. A stranger's wrong password
         // (a mismatch) must not erase the real user's remembered pair.
         if (known === 'valid') this.creds.forget(loc.project, c.username);
+        this.creds.failed(c.username, c.password, now);
         throw new OciError('UNAUTHORIZED', 'authentication required: Harbor did not accept these credentials for this repository', { project: loc.project }, BASIC_CHALLENGE);
       } catch (err) {
         if (err instanceof OciError) throw err;
@@ -174,6 +177,8 @@ export class HarborGate implements PolicyGate {
     }
     // Offline: only a pair Harbor accepted before, within offline_grace.
     if (known === 'valid') return;
+    // Offline, only a mismatch judged the password; an unknown pair got no answer to learn from.
+    if (known === 'mismatch') this.creds.failed(c.username, c.password, now);
     throw new OciError('UNAUTHORIZED', 'authentication required: Harbor cannot be reached to check these credentials', { project: loc.project }, BASIC_CHALLENGE);
   }
 

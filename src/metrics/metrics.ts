@@ -26,6 +26,8 @@ export class Metrics {
   readonly verifyFailures: client.Counter<'upstream'>;
   readonly evictions: client.Counter;
   readonly policyDenials: client.Counter<'reason'>;
+  readonly credentialFailures: client.Counter;
+  readonly credentialLockouts: client.Counter;
   /** Mirrors of two counters into the index, so `berth status` can read them from another process. */
   onCacheResult: ((kind: CacheKind, result: CacheResult) => void) | null = null;
   onServedBytes: ((source: 'cache' | 'upstream', n: number) => void) | null = null;
@@ -64,6 +66,8 @@ export class Metrics {
     this.verifyFailures = new client.Counter({ name: 'berth_digest_mismatches_total', help: 'Upstream content that did not match its digest and was discarded', labelNames: ['upstream'], registers });
     this.evictions = new client.Counter({ name: 'berth_cache_evictions_total', help: 'Blobs evicted to keep the cache under max_size', registers });
     this.policyDenials = new client.Counter({ name: 'berth_policy_denials_total', help: 'Manifest requests refused by policy', labelNames: ['reason'], registers });
+    this.credentialFailures = new client.Counter({ name: 'berth_credential_failures_total', help: 'Sign-ins to a private project refused for their password (Harbor said no, or offline it did not match the remembered pair)', registers });
+    this.credentialLockouts = new client.Counter({ name: 'berth_credential_lockouts_total', help: 'Requests answered 429 because their user name had too many failed sign-ins in the last minutes', registers });
     const stats = opts.cacheStats;
     if (stats) {
       new client.Gauge({
