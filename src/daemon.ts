@@ -31,8 +31,8 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const rt = await openRuntime(config, logger, { daemon: true });
   const { index, mirror, metrics, layout } = rt;
   // Counters `berth status` reads from another process.
-  metrics.onCacheResult = (kind, result) => index.bump(`${kind}_${result}`);
-  metrics.onServedBytes = (source, n) => index.bump(`served_bytes_${source}`, n);
+  metrics.onCacheResult = (kind, result) => index.counters.bump(`${kind}_${result}`);
+  metrics.onServedBytes = (source, n) => index.counters.bump(`served_bytes_${source}`, n);
 
   const readiness = (): string[] => {
     const problems: string[] = [];
@@ -44,9 +44,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     }
     return problems;
   };
-  const app = createApp({ mirror, metrics, logger, readiness, audit: (e) => index.audit(e) });
+  const app = createApp({ mirror, metrics, logger, readiness, audit: (e) => index.audit.record(e) });
   // The audit record stays bounded: 30 days, 200 000 requests.
-  const pruneAudit = () => index.pruneAudit(Date.now() - 30 * 86_400_000, 200_000);
+  const pruneAudit = () => index.audit.prune(Date.now() - 30 * 86_400_000, 200_000);
   pruneAudit();
   const auditTimer = setInterval(pruneAudit, 3_600_000);
   auditTimer.unref();
@@ -75,11 +75,11 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const url = `${tlsFiles ? 'https' : 'http'}://${host}:${addr.port}`;
   logger.info({ url, cacheDir: layout.root, upstreams: config.upstreams.map((u) => u.registry) }, 'berth is serving');
   // Over max_size already (max_size lowered, or a cache carried over): trim in the background.
-  rt.evictor.schedule(0);
+  rt.store.scheduleEviction(0);
   const configured = config.prefetch.map((p) => ({ image: p.image, platforms: p.platforms.length > 0 ? p.platforms.map(parsePlatform) : [hostPlatform()] }));
   const prefetch = schedulePrefetch(
     mirror,
-    index,
+    index.pins,
     logger,
     // The [[prefetch]] list, plus what Harbor marks for the site, asked anew each run.
     async () => [...configured, ...(rt.gate ? (await rt.gate.markedImages()).map((image) => ({ image, platforms: [hostPlatform()] })) : [])],
@@ -89,7 +89,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   let stopping: Promise<void> | null = null;
   const stop = (drainMs = config.server.drainTimeoutMs): Promise<void> => {
     stopping ??= (async () => {
-      logger.info({ fills: mirror.blobs.fills.size, drainMs }, 'stopping: draining transfers');
+      logger.info({ fills: mirror.fillsInFlight, drainMs }, 'stopping: draining transfers');
       prefetch.stop();
       clearInterval(auditTimer);
       certWatch?.stop();

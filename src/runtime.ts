@@ -1,10 +1,10 @@
 /**
  * What the daemon and every CLI command that touches the cache share: the
- * store, the upstream clients, the mirror and the evictor, built from a
- * Config. CLI commands run beside a live daemon on the same cache (SQLite
- * WAL takes care of the index), so only the daemon cleans tmp/ at start.
+ * index, the content store, the upstream clients and the mirror, built from
+ * a Config in one direction (each part from those before it). CLI commands
+ * run beside a live daemon on the same cache (SQLite WAL takes care of the
+ * index), so only the daemon cleans tmp/ at start.
  */
-import fsp from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { viaHarborProject } from './upstream/via-harbor.js';
@@ -15,7 +15,7 @@ import { Index } from './store/index-db.js';
 import { Metrics } from './metrics/metrics.js';
 import { Upstreams } from './cache/upstreams.js';
 import { Mirror } from './cache/mirror.js';
-import { Evictor } from './cache/evict.js';
+import { ContentStore } from './cache/content-store.js';
 import { createRegistryClient } from './upstream/client.js';
 import type { RegistryClient } from './upstream/types.js';
 
@@ -23,12 +23,11 @@ export interface Runtime {
   config: Config;
   logger: Logger;
   layout: Layout;
-  files: BlobFiles;
   index: Index;
+  store: ContentStore;
   metrics: Metrics;
   upstreams: Upstreams;
   mirror: Mirror;
-  evictor: Evictor;
   /** Harbor access and policy, when [harbor] is configured. */
   gate: HarborGate | null;
   close(): Promise<void>;
@@ -69,16 +68,6 @@ function upstreamClient(u: UpstreamConfig, logger: Logger, metrics?: Metrics): R
   return createRegistryClient(opts);
 }
 
-/** Free bytes on the filesystem holding `dir` for an unprivileged writer, or null when it cannot be told. */
-async function freeBytes(dir: string): Promise<number | null> {
-  try {
-    const st = await fsp.statfs(dir);
-    return st.bavail * st.bsize;
-  } catch {
-    return null;
-  }
-}
-
 export async function openRuntime(config: Config, logger: Logger, opts: { daemon: boolean }): Promise<Runtime> {
   const layout = new Layout(config.cache.dir);
   const files = new BlobFiles(layout);
@@ -88,30 +77,22 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
     onBackgroundError: (err) => logger.warn({ code: (err as { code?: unknown }).code, err: (err as Error).message }, 'could not write batched index updates (disk full?); will retry'),
   });
   if (opts.daemon) {
-    const completed = index.recoverPublishes((d) => files.sizeOnDisk(d));
+    const completed = index.content.recoverPublishes((d) => files.sizeOnDisk(d));
     if (completed > 0) logger.info({ completed }, 'completed blob publishes a crash interrupted');
   }
-  const metrics = new Metrics({ cacheStats: () => index.stats(), defaultMetrics: opts.daemon });
+  const metrics = new Metrics({ cacheStats: () => index.content.stats(), defaultMetrics: opts.daemon });
   if (opts.daemon) {
     for (const u of config.upstreams) if (u.skipVerify) logger.warn({ upstream: u.registry }, 'TLS verification is OFF for this upstream (skip_verify)');
   }
+  const store = new ContentStore({ files, index: index.content, logger, metrics, maxBytes: config.cache.maxSizeBytes });
   const upstreams = new Upstreams(createUpstreamClients(config, logger, metrics));
-  // Free space the disk must keep beyond a blob: SQLite's WAL and the index need room to write.
-  const RESERVE = 4 * 1024 * 1024;
-  let evictorRef: Evictor | null = null;
-  const ensureRoom = async (bytes: number): Promise<boolean> => {
-    const free = await freeBytes(layout.tmpDir);
-    if (free === null || free >= bytes + RESERVE) return true;
-    await evictorRef?.freeBytes(bytes + RESERVE - free);
-    const after = await freeBytes(layout.tmpDir);
-    return after === null || after >= bytes + RESERVE;
-  };
-  const gate = config.harbor ? new HarborGate({ harbor: config.harbor, upstreams: config.upstreams, index, logger: logger.child({ module: 'harbor' }), metrics }) : null;
+  const gate = config.harbor
+    ? new HarborGate({ harbor: config.harbor, upstreams: config.upstreams, db: index.db, heldManifests: (r) => store.heldManifests(r), cachedManifest: (d) => store.manifestBody(d), logger: logger.child({ module: 'harbor' }), metrics })
+    : null;
   const mirror = new Mirror({
     gate,
-    ensureRoom,
-    index,
-    files,
+    store,
+    refusals: index.refusals,
     upstreams,
     metrics,
     logger,
@@ -119,25 +100,21 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
     serveStale: config.cache.serveStale,
     revalidateTimeoutMs: config.cache.revalidateTimeoutMs,
   });
-  const evictor = new Evictor(index, files, logger, { maxBytes: config.cache.maxSizeBytes, isBusy: (d) => mirror.blobs.isBusy(d), metrics });
-  evictorRef = evictor;
-  mirror.blobs.onCommitted = () => evictor.schedule();
   let closed = false;
   return {
     config,
     logger,
     layout,
-    files,
     index,
+    store,
     metrics,
     upstreams,
     mirror,
-    evictor,
     gate,
     async close() {
       if (closed) return;
       closed = true;
-      evictor.stop();
+      store.close();
       await gate?.close();
       await upstreams.close();
       index.close();

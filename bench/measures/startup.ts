@@ -25,7 +25,7 @@ function fillIndex(file: string, blobs: number): void {
   const index = new Index(file);
   try {
     index.db.transaction(() => {
-      for (let i = 0; i < blobs; i++) index.putBlob(`sha256:${randomBytes(32).toString('hex')}`, 4096 + (i % 1024) * 64);
+      for (let i = 0; i < blobs; i++) index.content.putBlob(`sha256:${randomBytes(32).toString('hex')}`, 4096 + (i % 1024) * 64);
     })();
   } finally {
     index.close();
@@ -58,7 +58,7 @@ export function startup(scope: Scope): Measure {
         ctx.log(`  run ${i + 1}: ready after ${times.full.at(-1)!.toFixed(0)} ms with ${plan.startupBlobs} blobs, ${times.empty.at(-1)!.toFixed(0)} ms empty; idle RSS ${idleRss.at(-1)!.toFixed(0)} MiB`);
       }
       const left = new Index(path.join(fullDir, 'index.db'), { readonly: true });
-      const rows = left.stats().blobs;
+      const rows = left.content.stats().blobs;
       left.close();
       await s.close();
       if (rows !== plan.startupBlobs) ctx.note(`measure 6: the start-up index held ${rows} blobs after the runs, not ${plan.startupBlobs}.`);

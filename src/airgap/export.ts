@@ -11,7 +11,8 @@ import { formatImageReference } from '../oci/paths.js';
 import { MEDIA_TYPES } from '../oci/mediatypes.js';
 import { digestHex } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
-import type { Runtime } from '../runtime.js';
+import type { Mirror } from '../cache/mirror.js';
+import type { ContentStore } from '../cache/content-store.js';
 import { resolveImage } from '../cache/prefetch.js';
 import { INDEX_FILE, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REF_NAME } from './layout.js';
 
@@ -28,14 +29,14 @@ function addBuffer(pack: tar.Pack, name: string, data: Buffer): Promise<void> {
   });
 }
 
-export async function exportImages(rt: Runtime, images: string[], out: Writable, o: { platforms: Platform[]; allPlatforms: boolean }): Promise<ExportResult> {
-  const { mirror } = rt;
+export async function exportImages(from: { mirror: Mirror; store: ContentStore }, images: string[], out: Writable, o: { platforms: Platform[]; allPlatforms: boolean }): Promise<ExportResult> {
+  const { mirror, store } = from;
   // Resolve everything first: a missing image fails before a byte is written.
   const resolved = [];
   for (const image of images) {
     const contents = await resolveImage(mirror, image, o);
-    const client = mirror.upstreams.resolve(contents.ref.registry);
-    for (const b of contents.blobs) await mirror.blobs.ensure({ client, repository: contents.ref.repository, digest: b.digest });
+    const target = { ns: contents.ref.registry, name: contents.ref.repository };
+    for (const b of contents.blobs) await mirror.ensureBlob(target, b.digest);
     resolved.push(contents);
   }
   const pack = tar.pack();
@@ -47,7 +48,7 @@ export async function exportImages(rt: Runtime, images: string[], out: Writable,
   for (const c of resolved) {
     for (const m of c.manifests) {
       if (written.has(m.digest)) continue;
-      const body = mirror.manifests.cached(m.digest)?.body;
+      const body = mirror.cachedManifest(m.digest)?.body;
       if (!body) throw new Error(`manifest ${m.digest} of ${formatImageReference(c.ref)} left the cache during export`);
       await addBuffer(pack, `blobs/sha256/${digestHex(m.digest)}`, body);
       written.add(m.digest);
@@ -56,7 +57,7 @@ export async function exportImages(rt: Runtime, images: string[], out: Writable,
     }
     for (const b of c.blobs) {
       if (written.has(b.digest)) continue;
-      const file = rt.files.path(b.digest);
+      const file = store.path(b.digest);
       const size = fs.statSync(file).size;
       const entry = pack.entry({ name: `blobs/sha256/${digestHex(b.digest)}`, size, mode: 0o644, mtime: new Date(0) });
       await pipeline(fs.createReadStream(file, { highWaterMark: 1 << 20 }), entry);

@@ -11,10 +11,11 @@ import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { isIndexMediaType, declaredMediaType, MEDIA_TYPES } from '../oci/mediatypes.js';
-import { parseManifest, manifestChildren, type Descriptor } from '../oci/manifest.js';
+import { parseManifest, type Descriptor } from '../oci/manifest.js';
 import { parseImageReference, formatImageReference } from '../oci/paths.js';
 import type { BlobWriter } from '../store/blobs.js';
-import type { Runtime } from '../runtime.js';
+import type { ContentStore } from '../cache/content-store.js';
+import type { Pins } from '../store/pins.js';
 import { classifyEntry, REF_NAME } from './layout.js';
 
 export class ImportError extends Error {
@@ -41,7 +42,13 @@ async function readSmall(entry: AsyncIterable<unknown>, what: string): Promise<B
   return Buffer.concat(chunks);
 }
 
-export async function importArchive(rt: Runtime, input: Readable): Promise<ImportResult> {
+/** Where an import writes: the content store, and the pins that keep what it loads. */
+export interface ImportTarget {
+  store: ContentStore;
+  pins: Pins;
+}
+
+export async function importArchive(into: ImportTarget, input: Readable): Promise<ImportResult> {
   const staged = new Map<string, { writer: BlobWriter; size: number }>();
   let layoutSeen = false;
   let indexJson: Buffer | null = null;
@@ -86,7 +93,7 @@ export async function importArchive(rt: Runtime, input: Readable): Promise<Impor
       } else if (staged.has(c.digest)) {
         entry.resume();
       } else {
-        const writer = await rt.files.createWriter(c.digest);
+        const writer = await into.store.createWriter(c.digest);
         staged.set(c.digest, { writer, size: h.size ?? 0 });
         for await (const chunk of entry) await writer.write(chunk as Buffer);
         try {
@@ -99,7 +106,7 @@ export async function importArchive(rt: Runtime, input: Readable): Promise<Impor
     await feeding;
     if (!layoutSeen) throw new ImportError('not an OCI image layout: no oci-layout file');
     if (!indexJson) throw new ImportError('not an OCI image layout: no index.json');
-    return await publish(rt, indexJson, staged);
+    return await publish(into, indexJson, staged);
   } catch (err) {
     await Promise.all([...staged.values()].map((s) => s.writer.abort()));
     if (err instanceof ImportError) throw err;
@@ -177,20 +184,17 @@ function plan(indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size:
   return { planned, roots: withClosures };
 }
 
-async function publish(rt: Runtime, indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): Promise<ImportResult> {
+async function publish({ store, pins }: ImportTarget, indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): Promise<ImportResult> {
   const { planned, roots } = plan(indexJson, staged);
   const result: ImportResult = { images: [], manifests: 0, blobs: 0, bytes: 0 };
   for (const digest of planned.blobs) {
     const s = staged.get(digest)!;
-    const now = Date.now();
-    rt.index.beginPublish(digest, now);
-    await s.writer.publish();
-    rt.index.endPublish(digest, s.size, now);
+    await s.writer.commit({ expectedSize: s.size });
     result.blobs++;
     result.bytes += s.size;
   }
   for (const [digest, m] of planned.manifests) {
-    rt.index.putManifest(digest, m.mediaType, m.body, manifestChildren(m.body));
+    store.putManifest(digest, m.mediaType, m.body);
     result.manifests++;
     result.bytes += m.body.length;
   }
@@ -205,13 +209,14 @@ async function publish(rt: Runtime, indexJson: Buffer, staged: Map<string, { wri
     if (ref) {
       if (ref.tag) {
         const top = planned.manifests.get(r.desc.digest)!;
-        rt.index.putTag(ref.registry, ref.repository, ref.tag, { digest: r.desc.digest, media_type: top.mediaType, size: top.body.length, fetched_at: Date.now() });
+        store.putTag(ref.registry, ref.repository, ref.tag, { digest: r.desc.digest, media_type: top.mediaType, size: top.body.length, fetched_at: Date.now() });
         tagged = true;
       }
-      for (const d of r.closure) rt.index.link(ref.registry, ref.repository, d);
+      const content = store.repository(ref.registry, ref.repository);
+      for (const d of r.closure) content.link(d);
       name = formatImageReference({ registry: ref.registry, repository: ref.repository, ...(ref.tag ? { tag: ref.tag } : { digest: r.desc.digest }) });
     }
-    rt.index.pin(name, r.desc.digest);
+    pins.pin(name, r.desc.digest);
     result.images.push({ name, digest: r.desc.digest, tagged });
   }
   return result;

@@ -5,14 +5,14 @@
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Index } from '../store/index-db.js';
-import type { BlobFiles } from '../store/blobs.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { OciError } from '../oci/errors.js';
 import type { RegistryClient } from '../upstream/types.js';
 import { Fill, errText } from './fill.js';
-import { toClientError } from './errors.js';
-import { NoRoomError, passThrough } from './passthrough.js';
+import { NoRoomError, blobUnknown, toClientError } from './errors.js';
+import { passThrough } from './passthrough.js';
+import type { ContentStore } from './content-store.js';
+import type { BlobRow } from '../store/content-index.js';
 
 export type BlobSourceKind = 'cache' | 'upstream' | 'coalesced';
 
@@ -32,27 +32,29 @@ export interface BlobRequest {
   digest: string;
   head: boolean;
   reqId?: string;
+  /** The blob's index row, when the caller just read it (a row is read once per request). */
+  row?: BlobRow;
 }
 
 export class BlobCache {
-  readonly fills = new Map<string, Fill>();
+  private readonly fills = new Map<string, Fill>();
   /** Where each fill under way came from: content is served per repository, fills included. */
   private readonly origins = new Map<string, { registry: string; repository: string }>();
-  /** Open readers per digest: eviction never deletes a blob under one. */
-  private readonly readers = new Map<string, number>();
-  /** Called after each blob enters the cache (eviction watches the size). */
-  onCommitted: ((digest: string, size: number) => void) | null = null;
 
   constructor(
-    private readonly index: Index,
-    private readonly files: BlobFiles,
+    private readonly store: ContentStore,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-    private readonly opts: { maxResumes: number; ensureRoom?: (bytes: number) => Promise<boolean> },
+    private readonly opts: { maxResumes: number },
   ) {}
 
+  /** How many fills are under way. */
+  get inFlight(): number {
+    return this.fills.size;
+  }
+
   async get(req: BlobRequest): Promise<BlobHandle> {
-    const hit = this.fromDisk(req.digest, req.head);
+    const hit = this.fromDisk(req.digest, req.head, req.row);
     if (hit) {
       this.metrics.cacheResult('blob', 'hit');
       return hit;
@@ -71,7 +73,7 @@ export class BlobCache {
         await fill.done;
         const done = this.fromDisk(req.digest, req.head);
         if (done) return { ...done, source: shared ? 'coalesced' : 'upstream' };
-        throw new OciError('BLOB_UNKNOWN');
+        throw blobUnknown(req.digest);
       }
     } catch (err) {
       if (err instanceof NoRoomError) return this.uncached(req, err);
@@ -82,12 +84,12 @@ export class BlobCache {
       this.metrics.coalescedWaiters.inc();
       // A request that joined the fill is a use too: LRU must see it once the blob is indexed.
       const at = Date.now();
-      fill.done.then(() => this.index.touch(req.digest, at), () => undefined);
+      fill.done.then(() => this.store.touch(req.digest, at), () => undefined);
     }
     this.metrics.cacheResult('blob', shared ? 'coalesced' : 'miss');
     const f = fill;
     const handle: BlobHandle = { digest: req.digest, size, source: shared ? 'coalesced' : 'upstream', release: () => undefined };
-    if (!req.head) handle.open = (start, end) => this.track(req.digest, f.reader(start, end));
+    if (!req.head) handle.open = (start, end) => this.store.track(req.digest, f.reader(start, end));
     return handle;
   }
 
@@ -96,29 +98,13 @@ export class BlobCache {
     return this.origins.get(digest);
   }
 
-  /** Whether a client is reading the blob right now. */
-  isBusy(digest: string): boolean {
-    return (this.readers.get(digest) ?? 0) > 0 || this.fills.has(digest);
-  }
-
-  private track<T extends Readable>(digest: string, stream: T): T {
-    this.readers.set(digest, (this.readers.get(digest) ?? 0) + 1);
-    stream.once('close', () => {
-      const n = (this.readers.get(digest) ?? 1) - 1;
-      if (n <= 0) this.readers.delete(digest);
-      else this.readers.set(digest, n);
-    });
-    return stream;
-  }
-
   /**
    * Makes sure a blob is in the cache without streaming it to anyone
    * (prefetch, export): joins or starts the fill and waits for it.
    */
   async ensure(req: Omit<BlobRequest, 'head'>): Promise<{ size: number; fetched: boolean }> {
-    const row = this.index.getBlob(req.digest);
-    if (row && this.files.sizeOnDisk(req.digest) === row.size) return { size: row.size, fetched: false };
-    if (row) this.dropMissing(req.digest);
+    const size = this.store.present(req.digest);
+    if (size !== undefined) return { size, fetched: false };
     const fill = this.fills.get(req.digest) ?? this.startFill({ ...req, head: false });
     try {
       await fill.done;
@@ -126,7 +112,7 @@ export class BlobCache {
       if (err instanceof NoRoomError) throw new OciError('UNAVAILABLE', err.message, { reason: 'ENOSPC' });
       throw toClientError(err);
     }
-    return { size: fill.size ?? fill.written, fetched: true };
+    return { size: fill.size ?? fill.accepted, fetched: true };
   }
 
   /** The disk cannot hold this blob: this client gets it straight from the upstream, verified, uncached. */
@@ -139,7 +125,7 @@ export class BlobCache {
       this.metrics.cacheResult('blob', 'error');
       throw toClientError(err);
     }
-    if (!answer) throw new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: req.digest });
+    if (!answer) throw blobUnknown(req.digest);
     if (answer.status !== 200 || answer.size === undefined) {
       answer.body.destroy();
       throw new OciError('UNAVAILABLE', 'the cache disk is full and the upstream did not say how long this blob is', { reason: 'ENOSPC' });
@@ -163,25 +149,21 @@ export class BlobCache {
   }
 
   /** A verified blob on disk. The fd is opened now so eviction cannot race the answer. */
-  private fromDisk(digest: string, head: boolean): BlobHandle | undefined {
-    const row = this.index.getBlob(digest);
-    if (!row) return undefined;
+  private fromDisk(digest: string, head: boolean, row?: BlobRow): BlobHandle | undefined {
     if (head) {
-      if (this.files.sizeOnDisk(digest) !== row.size) return this.dropMissing(digest);
-      this.index.touch(digest);
-      return { digest, size: row.size, source: 'cache', release: () => undefined };
+      const size = this.store.present(digest, row);
+      if (size === undefined) return undefined;
+      this.store.touch(digest);
+      return { digest, size, source: 'cache', release: () => undefined };
     }
-    let fd: number;
-    try {
-      fd = this.files.openSync(digest);
-    } catch {
-      return this.dropMissing(digest);
-    }
-    this.index.touch(digest);
+    const blob = this.store.open(digest, row);
+    if (!blob) return undefined;
+    this.store.touch(digest);
+    const { fd, size } = blob;
     let owned = true;
     return {
       digest,
-      size: row.size,
+      size,
       source: 'cache',
       open: (start, end) => {
         owned = false;
@@ -190,7 +172,7 @@ export class BlobCache {
           fs.close(fd, () => undefined);
           return Readable.from([]);
         }
-        return this.track(digest, fs.createReadStream('', { fd, start, end, autoClose: true, highWaterMark: 256 * 1024 }));
+        return this.store.track(digest, fs.createReadStream('', { fd, start, end, autoClose: true, highWaterMark: 256 * 1024 }));
       },
       release: () => {
         if (owned) {
@@ -201,17 +183,10 @@ export class BlobCache {
     };
   }
 
-  /** The index names a blob the disk lost (a wiped cache dir): forget it and fetch again. */
-  private dropMissing(digest: string): undefined {
-    this.logger.warn({ digest }, 'indexed blob missing on disk; dropping it from the index');
-    this.index.deleteBlob(digest);
-    return undefined;
-  }
-
   private async headUpstream(req: BlobRequest): Promise<BlobHandle> {
     try {
       const head = await req.client.headBlob(req.repository, req.digest, { reqId: req.reqId });
-      if (!head) throw new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: req.digest });
+      if (!head) throw blobUnknown(req.digest);
       this.metrics.cacheResult('blob', 'miss');
       return { digest: req.digest, size: head.size, source: 'upstream', release: () => undefined };
     } catch (err) {
@@ -227,21 +202,16 @@ export class BlobCache {
     const log = this.logger.child({ digest, upstream: registry, repository });
     const fill = new Fill({
       digest,
-      files: this.files,
+      store: this.store,
       logger: log,
       maxResumes: this.opts.maxResumes,
       source: {
         name: registry,
         fetch: (d, offset, signal) => client.getBlob(repository, d, { offset, signal, reqId: req.reqId }),
       },
+      links: this.store.repository(registry, repository).links,
       onBytes: (n) => this.metrics.upstreamBytes.inc({ upstream: registry }, n),
-      ...(this.opts.ensureRoom ? { ensureRoom: this.opts.ensureRoom } : {}),
-      onPublishing: (d) => this.index.beginPublish(d, fill.startedAt),
-      onCommitted: (d, size) => {
-        this.index.endPublish(d, size, fill.startedAt);
-        this.index.link(registry, repository, d);
-        this.onCommitted?.(d, size);
-      },
+      ensureRoom: (bytes) => this.store.ensureRoom(bytes),
     });
     this.fills.set(digest, fill);
     this.origins.set(digest, { registry, repository });
@@ -251,7 +221,7 @@ export class BlobCache {
       () => log.info({ size: fill.size, ms: Date.now() - started }, 'blob cached'),
       (err: unknown) => {
         if (err instanceof Error && err.name === 'DigestMismatchError') this.metrics.verifyFailures.inc({ upstream: registry });
-        log.warn({ err: errText(err), written: fill.written }, 'blob fill failed; nothing cached');
+        log.warn({ err: errText(err), received: fill.accepted }, 'blob fill failed; nothing cached');
       },
     ).finally(() => {
       this.fills.delete(digest);

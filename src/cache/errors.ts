@@ -7,11 +7,31 @@ import { ConfigError } from '../config/errors.js';
 import { OciError } from '../oci/errors.js';
 import { UpstreamError } from '../upstream/types.js';
 import { DigestMismatchError } from '../store/blobs.js';
-import { BlobNotFoundError } from './fill.js';
+
+/** No source has the blob (the fill's own failure, before it reaches a client). */
+export class BlobNotFoundError extends Error {
+  readonly code = 'BLOB_NOT_FOUND';
+  constructor(readonly digest: string) {
+    super(`no upstream has ${digest}`);
+  }
+}
+
+/** The cache disk cannot hold a blob, not even after eviction. */
+export class NoRoomError extends Error {
+  readonly code = 'ENOSPC';
+  constructor(readonly digest: string, readonly size: number) {
+    super(`no room in the cache for ${digest} (${size} bytes), even after eviction`);
+  }
+}
+
+/** The one way a client hears that a blob is not there. */
+export function blobUnknown(digest: string): OciError {
+  return new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+}
 
 export function toClientError(err: unknown): OciError {
   if (err instanceof OciError) return err;
-  if (err instanceof BlobNotFoundError) return new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: err.digest });
+  if (err instanceof BlobNotFoundError) return blobUnknown(err.digest);
   if (err instanceof DigestMismatchError) {
     return new OciError('BAD_GATEWAY', 'the upstream sent content that does not match its digest; nothing was cached', { digest: err.expected });
   }

@@ -11,7 +11,7 @@
  * `gc` removes; never a row without a file.
  */
 import type { Logger } from 'pino';
-import type { Index } from '../store/index-db.js';
+import type { ContentIndex } from '../store/content-index.js';
 import type { BlobFiles } from '../store/blobs.js';
 import type { Metrics } from '../metrics/metrics.js';
 
@@ -32,7 +32,7 @@ export class Evictor {
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly index: Index,
+    private readonly index: ContentIndex,
     private readonly files: BlobFiles,
     private readonly logger: Logger,
     private readonly opts: { maxBytes: number; isBusy?: (digest: string) => boolean; metrics?: Metrics },

@@ -10,13 +10,14 @@
  * client as a truncated body, never as a complete wrong one.
  */
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
-import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobAnswer } from '../upstream/types.js';
 import { UpstreamError, isUnreachable } from '../upstream/types.js';
-import type { BlobFiles, BlobWriter } from '../store/blobs.js';
-import { NoRoomError } from './passthrough.js';
+import { BlobState, type BlobWriter } from '../store/blobs.js';
+import { BlobNotFoundError, NoRoomError } from './errors.js';
+import { FillReader } from './fill-reader.js';
+
+export { BlobNotFoundError, BlobState };
 
 /** Where the bytes of a fill come from: the upstream today, a site peer later. */
 export interface BlobSource {
@@ -24,24 +25,22 @@ export interface BlobSource {
   fetch(digest: string, offset: number, signal: AbortSignal): Promise<BlobAnswer | null>;
 }
 
-export class BlobNotFoundError extends Error {
-  readonly code = 'BLOB_NOT_FOUND';
-  constructor(readonly digest: string) {
-    super(`no upstream has ${digest}`);
-  }
+/** What a fill writes into: the content store (or, in tests, the blob files alone). */
+export interface FillStore {
+  createWriter(digest: string): Promise<BlobWriter>;
+  /** Opens a committed blob (a reader that arrives after the rename). */
+  openSync(digest: string): number;
 }
 
 export interface FillOptions {
   digest: string;
   source: BlobSource;
-  files: BlobFiles;
+  store: FillStore;
   logger: Logger;
   /** How many times an interrupted transfer is resumed with Range. */
   maxResumes: number;
-  /** Called once the blob is verified and durable, just before it is renamed into place. */
-  onPublishing?: (digest: string) => void;
-  /** Called once the blob is verified and on disk, before readers see 'done'. */
-  onCommitted: (digest: string, size: number) => void;
+  /** Repositories the committed blob is linked to. */
+  links?: readonly { registry: string; repository: string }[];
   onBytes?: (n: number) => void;
   /**
    * Makes room on the cache disk for `bytes` more (evicting if it must);
@@ -51,23 +50,26 @@ export interface FillOptions {
   ensureRoom?: (bytes: number) => Promise<boolean>;
 }
 
-/** running -> verified (the bytes match: readers may finish) -> done (durable, named, indexed) | failed */
-type State = 'running' | 'verified' | 'done' | 'failed';
-
+/**
+ * A fill moves through the writer's states (store/blobs.ts BlobState):
+ * writing -> verified (the bytes match: readers may finish) -> committed
+ * (durable, named, indexed) | failed. It has no state of its own.
+ */
 export class Fill {
   readonly digest: string;
   size: number | undefined;
-  written = 0;
-  /** Bytes received and hashed; ahead of `written` while the write queue drains. */
+  /** Bytes received and hashed; ahead of `onDisk` while the write queue drains. */
   accepted = 0;
+  /** Bytes in the temp file, where followers read what memory no longer holds. */
+  onDisk = 0;
   /** The latest chunks received, with their offsets: followers take them from memory. */
   private recent: { at: number; buf: Buffer }[] = [];
   private recentBytes = 0;
-  state: State = 'running';
+  state = BlobState.Writing;
   /** When the fill began: the time of the request that caused it, for LRU. */
   readonly startedAt = Date.now();
   /** The bytes matched the digest: a later failure (fsync, rename) leaves them correct for readers. */
-  verifiedBytes = false;
+  bytesVerified = false;
   error: Error | undefined;
   /** Resolves with the size (undefined when the source did not say) once the source answered. */
   readonly ready: Promise<number | undefined>;
@@ -141,13 +143,13 @@ export class Fill {
   }
 
   private async run(): Promise<void> {
-    const { digest, source, files, logger, maxResumes } = this.opts;
+    const { digest, source, store, logger, maxResumes } = this.opts;
     try {
-      this.writer = await files.createWriter(digest);
+      this.writer = await store.createWriter(digest);
       const writer = this.writer;
       // Readers follow what is in the file, not what was received.
       writer.onFlushed = () => {
-        this.written = writer.bytesOnDisk;
+        this.onDisk = writer.bytesOnDisk;
         this.events.emit('progress');
       };
       const ensureRoom = this.opts.ensureRoom;
@@ -160,7 +162,7 @@ export class Fill {
       }
       let resumes = 0;
       for (;;) {
-        const offset = this.writer.bytesWritten;
+        const offset = writer.bytesAccepted;
         let answer: BlobAnswer | null;
         try {
           answer = await source.fetch(digest, offset, this.abortController.signal);
@@ -198,7 +200,7 @@ export class Fill {
               chunk = chunk.subarray(skip);
               skip = 0;
             }
-            if (this.size !== undefined && this.writer.bytesWritten + chunk.length > this.size) {
+            if (this.size !== undefined && writer.bytesAccepted + chunk.length > this.size) {
               throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} is longer than its announced ${this.size} bytes`);
             }
             await writer.write(chunk);
@@ -210,42 +212,39 @@ export class Fill {
           answer.body.destroy();
           if (resumes < maxResumes && isTransient(err) && !this.abortController.signal.aborted) {
             resumes++;
-            logger.warn({ digest, offset: this.writer.bytesWritten, err: errText(err) }, 'upstream transfer interrupted; resuming with Range');
+            logger.warn({ digest, offset: writer.bytesAccepted, err: errText(err) }, 'upstream transfer interrupted; resuming with Range');
             continue;
           }
           throw err;
         }
-        if (this.size !== undefined && this.writer.bytesWritten < this.size) {
+        if (this.size !== undefined && writer.bytesAccepted < this.size) {
           if (resumes < maxResumes && !this.abortController.signal.aborted) {
             resumes++;
-            logger.warn({ digest, offset: this.writer.bytesWritten, size: this.size }, 'upstream body ended early; resuming with Range');
+            logger.warn({ digest, offset: writer.bytesAccepted, size: this.size }, 'upstream body ended early; resuming with Range');
             continue;
           }
-          throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} ended after ${this.writer.bytesWritten} of ${this.size} bytes`);
+          throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} ended after ${writer.bytesAccepted} of ${this.size} bytes`);
         }
         break;
       }
-      const size = this.writer.bytesWritten;
-      await this.writer.checkDigest(this.size);
+      const size = writer.bytesAccepted;
+      await writer.checkDigest(this.size);
       this.size = size;
-      this.written = size;
+      this.onDisk = size;
       this.accepted = size;
       // Readers get their last byte now: correctness needed the digest, not the fsync.
-      this.state = 'verified';
-      this.verifiedBytes = true;
+      this.state = BlobState.Verified;
+      this.bytesVerified = true;
       this.events.emit('progress');
-      await this.writer.makeDurable();
-      this.opts.onPublishing?.(digest);
-      await this.writer.publish();
-      this.opts.onCommitted(digest, size);
-      this.state = 'done';
+      await writer.commit({ accessedAt: this.startedAt, links: this.opts.links ?? [] });
+      this.state = BlobState.Committed;
       this.events.emit('progress');
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       this.error = error;
       // The temp file goes before anyone hears of the failure: no client sees an error while it lingers.
       await this.writer?.abort();
-      this.state = 'failed';
+      this.state = BlobState.Failed;
       if (!this.readyHandled) {
         this.readyHandled = true;
         this.rejectReady(error);
@@ -260,7 +259,7 @@ export class Fill {
    * (await `ready` first) unless the caller reads to the end.
    */
   reader(start: number, end: number): FillReader {
-    return new FillReader(this, this.opts.files, start, end);
+    return new FillReader(this, this.opts.store, start, end);
   }
 }
 
@@ -275,119 +274,5 @@ export function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-const CHUNK = 256 * 1024;
 /** Received bytes a fill keeps in memory for its followers. */
 const MEMORY_WINDOW = 4 * 1024 * 1024;
-
-/** Follows a fill's temp file; see the module comment for the hold-back rule. */
-export class FillReader extends Readable {
-  private fd: number | null = null;
-  private pos: number;
-  private reading = false;
-  private unsubscribe: (() => void) | null = null;
-
-  constructor(private readonly fill: Fill, private readonly files: BlobFiles, start: number, private readonly end: number) {
-    super({ highWaterMark: CHUNK });
-    this.pos = start;
-  }
-
-  private openFd(): number {
-    if (this.fd !== null) return this.fd;
-    // The temp file becomes the blob file on commit; the fd survives the rename.
-    const temp = this.fill.tempPath;
-    try {
-      if (this.fill.state === 'done' || !temp) throw Object.assign(new Error('committed'), { code: 'ENOENT' });
-      this.fd = fs.openSync(temp, 'r');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      this.fd = this.files.openSync(this.fill.digest);
-    }
-    return this.fd;
-  }
-
-  override _read(): void {
-    this.pump();
-  }
-
-  private pump(): void {
-    if (this.reading || this.destroyed) return;
-    const fill = this.fill;
-    if (fill.state === 'failed' && !fill.verifiedBytes) {
-      this.destroy(fill.error ?? new Error('fill failed'));
-      return;
-    }
-    const done = fill.state !== 'running';
-    // Bytes we may emit: up to what was received, but the last requested byte only once verified.
-    const have = done ? fill.written : fill.accepted;
-    const available = Math.min(have - 1, this.end);
-    const limit = done ? Math.min(this.end, have - 1) : Math.min(available, this.end - 1);
-    if (this.pos > limit) {
-      if (done && this.pos > this.end) {
-        this.push(null);
-        return;
-      }
-      if (done) {
-        // Verified but shorter than asked: cannot happen for a size-checked fill.
-        this.destroy(new Error('blob shorter than the requested range'));
-        return;
-      }
-      this.waitForProgress();
-      return;
-    }
-    const want = Math.min(CHUNK, limit - this.pos + 1);
-    const mem = done ? undefined : fill.fromMemory(this.pos, want);
-    if (mem) {
-      this.pos += mem.length;
-      if (this.push(mem)) this.pump();
-      return;
-    }
-    if (this.pos >= fill.written) {
-      // Received, no longer in memory, not yet on disk: the write queue is behind.
-      this.waitForProgress();
-      return;
-    }
-    let fd: number;
-    try {
-      fd = this.openFd();
-    } catch (err) {
-      this.destroy(err as Error);
-      return;
-    }
-    const len = Math.min(want, fill.written - this.pos);
-    const buf = Buffer.allocUnsafe(len);
-    this.reading = true;
-    fs.read(fd, buf, 0, len, this.pos, (err, n) => {
-      this.reading = false;
-      if (err) {
-        this.destroy(err);
-        return;
-      }
-      if (this.destroyed) return;
-      this.pos += n;
-      if (n === 0) {
-        this.destroy(new Error('unexpected end of fill file'));
-        return;
-      }
-      if (this.push(n === len ? buf : buf.subarray(0, n))) this.pump();
-    });
-  }
-
-  private waitForProgress(): void {
-    if (this.unsubscribe) return;
-    this.unsubscribe = this.fill.onProgress(() => {
-      this.unsubscribe?.();
-      this.unsubscribe = null;
-      this.pump();
-    });
-  }
-
-  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
-    this.unsubscribe?.();
-    this.unsubscribe = null;
-    if (this.fd !== null) {
-      const fd = this.fd;
-      this.fd = null;
-      fs.close(fd, () => cb(err));
-    } else cb(err);
-  }
-}

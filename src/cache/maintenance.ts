@@ -2,9 +2,10 @@
  * `berth gc` and `berth verify`: batch scans of the whole cache, in pages,
  * safe to run beside a live daemon.
  */
+import type { Logger } from 'pino';
 import { sha256 } from '../oci/digest.js';
-import type { Runtime } from '../runtime.js';
 import type { EvictionResult } from './evict.js';
+import type { ContentStore } from './content-store.js';
 
 /** A fill in a running daemon renames its file a moment before it indexes it: leave young files alone. */
 const ORPHAN_MIN_AGE_MS = 60_000;
@@ -16,12 +17,12 @@ export interface GcResult {
   missingRowsDropped: number;
 }
 
-export async function collectGarbage(rt: Runtime, now = Date.now()): Promise<GcResult> {
-  const { index, files } = rt;
+export async function collectGarbage(store: ContentStore, now = Date.now()): Promise<GcResult> {
+  const { index, files } = store;
   const result: GcResult = { eviction: null, orphanFilesRemoved: 0, orphanBytesRemoved: 0, missingRowsDropped: 0 };
   for await (const f of files.walk()) {
     if (index.getBlob(f.digest) || now - f.mtimeMs < ORPHAN_MIN_AGE_MS) continue;
-    await files.remove(f.digest);
+    await store.remove(f.digest);
     result.orphanFilesRemoved++;
     result.orphanBytesRemoved += f.size;
   }
@@ -31,13 +32,13 @@ export async function collectGarbage(rt: Runtime, now = Date.now()): Promise<GcR
     if (page.length === 0) break;
     for (const row of page) {
       if (files.sizeOnDisk(row.digest) === null) {
-        index.deleteBlob(row.digest);
+        await store.remove(row.digest);
         result.missingRowsDropped++;
       }
     }
     after = page[page.length - 1]!.digest;
   }
-  result.eviction = await rt.evictor.maybeEvict();
+  result.eviction = await store.evictNow();
   return result;
 }
 
@@ -58,8 +59,8 @@ export interface VerifyResult {
   tmpFiles: number;
 }
 
-export async function verifyCache(rt: Runtime, onProgress?: (done: number, total: number) => void): Promise<VerifyResult> {
-  const { index, files, logger } = rt;
+export async function verifyCache(store: ContentStore, logger: Logger, onProgress?: (done: number, total: number) => void): Promise<VerifyResult> {
+  const { index, files } = store;
   const result: VerifyResult = { blobsChecked: 0, bytesChecked: 0, manifestsChecked: 0, corrupt: [], missing: [], corruptManifests: [], adopted: [], strays: [], tmpFiles: 0 };
   const total = index.stats().blobs;
   let after = '';
@@ -70,7 +71,7 @@ export async function verifyCache(rt: Runtime, onProgress?: (done: number, total
       after = row.digest;
       const onDisk = files.sizeOnDisk(row.digest);
       if (onDisk === null) {
-        index.deleteBlob(row.digest);
+        await store.remove(row.digest);
         result.missing.push(row.digest);
         continue;
       }
@@ -78,8 +79,7 @@ export async function verifyCache(rt: Runtime, onProgress?: (done: number, total
       result.blobsChecked++;
       result.bytesChecked += h.size;
       if (h.digest !== row.digest || h.size !== row.size) {
-        index.deleteBlob(row.digest);
-        const dest = await files.quarantine(row.digest);
+        const dest = await store.quarantine(row.digest);
         result.corrupt.push({ digest: row.digest, quarantinedAt: dest });
         logger.error({ digest: row.digest, actual: h.digest, size: h.size, expectedSize: row.size, quarantine: dest }, 'cached blob does not match its digest; quarantined');
       }
@@ -91,7 +91,7 @@ export async function verifyCache(rt: Runtime, onProgress?: (done: number, total
     if (index.getBlob(f.digest) || Date.now() - f.mtimeMs < ORPHAN_MIN_AGE_MS) continue;
     const h = await files.hash(f.digest);
     if (h.digest === f.digest) {
-      index.putBlob(f.digest, h.size);
+      store.adopt(f.digest, h.size);
       result.adopted.push(f.digest);
     } else {
       await files.quarantine(f.digest);
@@ -100,9 +100,8 @@ export async function verifyCache(rt: Runtime, onProgress?: (done: number, total
     }
   }
   result.tmpFiles = await files.tmpCount();
-  const manifests = index.db.prepare('SELECT digest, body FROM manifests').iterate() as IterableIterator<{ digest: string; body: Buffer }>;
   const bad: string[] = [];
-  for (const m of manifests) {
+  for (const m of index.allManifests()) {
     result.manifestsChecked++;
     if (sha256(m.body) !== m.digest) bad.push(m.digest);
   }

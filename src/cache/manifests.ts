@@ -14,7 +14,8 @@ import { OciError } from '../oci/errors.js';
 import { sha256 } from '../oci/digest.js';
 import { MEDIA_TYPES, acceptAllows, baseMediaType, declaredMediaType, upstreamAccept } from '../oci/mediatypes.js';
 import { manifestChildren } from '../oci/manifest.js';
-import type { Index, TagRow } from '../store/index-db.js';
+import type { ContentIndex, TagRow } from '../store/content-index.js';
+import type { Refusals } from '../store/refusals.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { formatDuration } from '../config/units.js';
 import { UpstreamError, isUnreachable, type ManifestAnswer, type RegistryClient, type RequestOptions } from '../upstream/types.js';
@@ -71,7 +72,8 @@ export class ManifestCache {
   private readonly stopping = new AbortController();
 
   constructor(
-    private readonly index: Index,
+    private readonly index: ContentIndex,
+    private readonly refusals: Refusals,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly opts: { tagTtlMs: number; serveStale: boolean; revalidateTimeoutMs: number; now?: () => number; timer?: Timer },
@@ -140,7 +142,7 @@ export class ManifestCache {
         }
         const mediaType = pickMediaType(got.mediaType, got.body);
         this.store(client.registry, repository, reference, mediaType, got.body);
-        this.index.clearRefusal(client.registry, repository, reference);
+        this.refusals.clear(client.registry, repository, reference);
         return { digest: reference, mediaType, size: got.body.length, body: got.body, source: 'upstream' };
       } catch (err) {
         throw this.refusalAware(client.registry, repository, reference, err);
@@ -192,7 +194,7 @@ export class ManifestCache {
     } catch (err) {
       // A refusal on record is the upstream's last word on this tag (a success
       // clears it): it holds while the upstream is away, not the older digest.
-      if (usable && this.opts.serveStale && isStaleWorthy(err) && !this.index.getRefusal(registry, repository, tag)) {
+      if (usable && this.opts.serveStale && isStaleWorthy(err) && !this.refusals.get(registry, repository, tag)) {
         const warning = `299 - "berth: upstream ${registry} is unreachable; serving the last known digest of ${repository}:${tag}"`;
         const stale = req.head ? { ...headOf(known, 'stale'), warning } : this.fromCache(known.digest, false, 'stale', warning);
         if (stale) {
@@ -211,11 +213,11 @@ export class ManifestCache {
    */
   refusalAware(registry: string, repository: string, reference: string, err: unknown): OciError {
     if (err instanceof UpstreamError && err.code === 'UPSTREAM_POLICY') {
-      this.index.putRefusal(registry, repository, reference, err.upstreamMessage);
+      this.refusals.put(registry, repository, reference, err.upstreamMessage);
       this.metrics.policyDenials.inc({ reason: 'upstream' });
       this.logger.warn({ registry, repository, reference, reason: 'upstream', message: err.upstreamMessage }, 'pull refused by policy');
     } else if (isStaleWorthy(err)) {
-      const refused = this.index.getRefusal(registry, repository, reference);
+      const refused = this.refusals.get(registry, repository, reference);
       if (refused) return new OciError('PROJECTPOLICYVIOLATION', refused.message || `upstream ${registry} refused this image by policy`);
     }
     return toClientError(err);
@@ -235,7 +237,7 @@ export class ManifestCache {
         throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { tag });
       }
       const row: TagRow = { digest: head.digest, media_type: head.mediaType, size: head.size, fetched_at: this.now() };
-      this.index.clearRefusal(registry, repository, tag);
+      this.refusals.clear(registry, repository, tag);
       if (known && head.digest === known.digest) {
         this.index.touchTag(registry, repository, tag, row.fetched_at);
         this.tags.set(this.tagKey(registry, repository, tag), { ...known, fetched_at: row.fetched_at });
@@ -257,7 +259,7 @@ export class ManifestCache {
     }
     const mediaType = pickMediaType(got.mediaType, got.body);
     this.store(registry, repository, actual, mediaType, got.body);
-    this.index.clearRefusal(registry, repository, tag);
+    this.refusals.clear(registry, repository, tag);
     if (broad) this.saveTag(registry, repository, tag, { digest: actual, media_type: mediaType, size: got.body.length, fetched_at: this.now() });
     return { digest: actual, mediaType, size: got.body.length, body: got.body, source: 'upstream' };
   }

@@ -7,19 +7,19 @@ import type { Logger } from 'pino';
 import { LRUCache } from 'lru-cache';
 import { canonicalRepository } from '../oci/paths.js';
 import { OciError } from '../oci/errors.js';
-import type { Index } from '../store/index-db.js';
-import type { BlobFiles } from '../store/blobs.js';
+import type { Refusals } from '../store/refusals.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { isUnreachable } from '../upstream/types.js';
-import { Upstreams } from './upstreams.js';
+import type { Upstreams } from './upstreams.js';
 import { ManifestCache, headManifestWithReason, type ManifestResult } from './manifests.js';
 import { BlobCache, type BlobHandle } from './blobs.js';
-import { toClientError } from './errors.js';
+import { blobUnknown, toClientError } from './errors.js';
 import type { ClientCredentials, PolicyGate } from './gate.js';
+import type { ContentStore } from './content-store.js';
 
 export interface MirrorOptions {
-  index: Index;
-  files: BlobFiles;
+  store: ContentStore;
+  refusals: Refusals;
   upstreams: Upstreams;
   metrics: Metrics;
   logger: Logger;
@@ -29,8 +29,6 @@ export interface MirrorOptions {
   revalidateTimeoutMs: number;
   /** How often an interrupted blob transfer is resumed with Range. */
   maxResumes?: number;
-  /** Makes room on the cache disk (eviction past max_size when the disk itself is full). */
-  ensureRoom?: (bytes: number) => Promise<boolean>;
   /** Access and policy checks (Harbor); none: everything is served. */
   gate?: PolicyGate | null;
   now?: () => number;
@@ -46,18 +44,24 @@ export interface Target {
   credentials?: ClientCredentials | null;
 }
 
+/**
+ * Closed: what the daemon, prefetch, export and the CLI need are methods
+ * here; the caches and clients behind it are its own.
+ */
 export class Mirror {
-  readonly upstreams: Upstreams;
-  readonly manifests: ManifestCache;
-  readonly blobs: BlobCache;
+  private readonly upstreams: Upstreams;
+  private readonly manifests: ManifestCache;
+  private readonly blobs: BlobCache;
+  private readonly store: ContentStore;
   private readonly logger: Logger;
 
   constructor(private readonly opts: MirrorOptions) {
     this.upstreams = opts.upstreams;
+    this.store = opts.store;
     this.logger = opts.logger;
     const { tagTtlMs, serveStale, revalidateTimeoutMs, now } = opts;
-    this.manifests = new ManifestCache(opts.index, opts.metrics, opts.logger, { tagTtlMs, serveStale, revalidateTimeoutMs, ...(now ? { now } : {}) });
-    this.blobs = new BlobCache(opts.index, opts.files, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3, ...(opts.ensureRoom ? { ensureRoom: opts.ensureRoom } : {}) });
+    this.manifests = new ManifestCache(opts.store.index, opts.refusals, opts.metrics, opts.logger, { tagTtlMs, serveStale, revalidateTimeoutMs, ...(now ? { now } : {}) });
+    this.blobs = new BlobCache(opts.store, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3 });
   }
 
   private locate(t: Target): { client: ReturnType<Upstreams['resolve']>; repository: string } {
@@ -93,8 +97,29 @@ export class Mirror {
     const foreignFill = origin !== undefined && (origin.registry !== client.registry || origin.repository !== repository);
     // A link already confirmed settles it without touching the index (the hot path of a warm hit).
     const confirmed = this.linked.has(linkKey(client.registry, repository, digest));
-    if (!confirmed && (foreignFill || this.opts.index.getBlob(digest))) await this.requireLink(client, repository, digest, 'blob', t.reqId);
-    return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}) });
+    // Otherwise the row is read once here and handed on.
+    const row = confirmed ? undefined : this.store.stat(digest);
+    if (!confirmed && (foreignFill || row)) await this.requireLink(client, repository, digest, 'blob', t.reqId);
+    return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}), ...(row ? { row } : {}) });
+  }
+
+  /**
+   * Makes sure a blob of an image is cached, without streaming it to anyone
+   * (prefetch, export): joins or starts its fill and waits for it.
+   */
+  async ensureBlob(t: Target, digest: string): Promise<{ size: number; fetched: boolean }> {
+    const { client, repository } = this.locate(t);
+    return this.blobs.ensure({ client, repository, digest, ...(t.reqId ? { reqId: t.reqId } : {}) });
+  }
+
+  /** A cached manifest's media type and bytes (export). */
+  cachedManifest(digest: string): { mediaType: string; body: Buffer } | undefined {
+    return this.manifests.cached(digest);
+  }
+
+  /** Blob fills under way. */
+  get fillsInFlight(): number {
+    return this.blobs.inFlight;
   }
 
   /** (registry, repository, digest) triples known to be linked: the hot path skips the index. */
@@ -111,18 +136,19 @@ export class Mirror {
   private async requireLink(client: ReturnType<Upstreams['resolve']>, repository: string, digest: string, kind: 'blob' | 'manifest', reqId?: string): Promise<void> {
     const key = linkKey(client.registry, repository, digest);
     if (this.linked.has(key)) return;
-    if (this.opts.index.isLinked(client.registry, repository, digest)) {
+    const content = this.store.repository(client.registry, repository);
+    if (content.isLinked(digest)) {
       this.linked.set(key, true);
       return;
     }
     try {
       const found = kind === 'blob' ? await client.headBlob(repository, digest, reqId ? { reqId } : {}) : await headManifestWithReason(client, repository, digest, reqId ? { reqId } : {});
-      if (!found) throw new OciError(kind === 'blob' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', `${kind} unknown to registry`, { digest });
+      if (!found) throw kind === 'blob' ? blobUnknown(digest) : new OciError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { digest });
     } catch (err) {
       // A manifest the upstream refuses by policy is refused in its words, and still so offline.
       throw kind === 'manifest' ? this.manifests.refusalAware(client.registry, repository, digest, err) : toClientError(err);
     }
-    this.opts.index.link(client.registry, repository, digest);
+    content.link(digest);
     this.linked.set(key, true);
   }
 

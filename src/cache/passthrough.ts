@@ -9,32 +9,32 @@
 import { Readable } from 'node:stream';
 import { hasherDigest, newHasher } from '../oci/digest.js';
 import type { BlobAnswer } from '../upstream/types.js';
+import { emitLimit } from './hold-back.js';
 
-export class NoRoomError extends Error {
-  readonly code = 'ENOSPC';
-  constructor(readonly digest: string, readonly size: number) {
-    super(`no room in the cache for ${digest} (${size} bytes), even after eviction`);
-  }
-}
+export { NoRoomError } from './errors.js';
 
 async function* verifiedSlice(body: Readable, digest: string, size: number, start: number, end: number): AsyncGenerator<Buffer> {
   const hash = newHasher();
   let pos = 0;
-  let held: Buffer | null = null;
+  /** The next offset to emit. */
+  let next = start;
+  /** The chunk holding the held-back last byte, and where it starts. */
+  let tail: { at: number; buf: Buffer } | null = null;
   for await (const raw of body) {
     const chunk = raw as Buffer;
+    const at = pos;
     hash.update(chunk);
-    const from = Math.max(start, pos);
-    const to = Math.min(end + 1, pos + chunk.length);
     pos += chunk.length;
     if (pos > size) throw new Error(`blob ${digest} is longer than its announced ${size} bytes`);
-    if (to > from) {
-      if (held) yield held;
-      held = chunk.subarray(from - (pos - chunk.length), to - (pos - chunk.length));
+    if (end >= at && end < pos) tail = { at, buf: chunk };
+    const limit = emitLimit(pos, end, false);
+    if (limit >= next) {
+      yield chunk.subarray(next - at, limit + 1 - at);
+      next = limit + 1;
     }
   }
   if (pos !== size || hasherDigest(hash) !== digest) throw new Error(`blob ${digest} from the upstream does not match its digest`);
-  if (held) yield held;
+  if (tail && next <= end) yield tail.buf.subarray(next - tail.at, end + 1 - tail.at);
 }
 
 /** A reader for bytes [start, end] of a whole-blob upstream answer, verified as described above. */

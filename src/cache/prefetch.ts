@@ -10,7 +10,7 @@ import { formatImageReference, parseImageReference, type ImageReference } from '
 import { isIndexMediaType } from '../oci/mediatypes.js';
 import { parseManifest } from '../oci/manifest.js';
 import { formatPlatform, platformMatches, type Platform } from '../oci/platform.js';
-import type { Index } from '../store/index-db.js';
+import type { Pins } from '../store/pins.js';
 import type { Mirror } from './mirror.js';
 
 export interface PrefetchOptions {
@@ -91,7 +91,7 @@ export async function resolveImage(mirror: Mirror, image: string, o: { platforms
   return out;
 }
 
-export async function prefetchImage(mirror: Mirror, index: Index, logger: Logger, image: string, o: PrefetchOptions): Promise<PrefetchResult> {
+export async function prefetchImage(mirror: Mirror, pins: Pins, logger: Logger, image: string, o: PrefetchOptions): Promise<PrefetchResult> {
   const contents = await resolveImage(mirror, image, o);
   const name = formatImageReference(contents.ref);
   const progress: PrefetchProgress = {
@@ -108,7 +108,7 @@ export async function prefetchImage(mirror: Mirror, index: Index, logger: Logger
   await Promise.all(
     contents.blobs.map((b) =>
       queue.add(async () => {
-        const r = await mirror.blobs.ensure({ client: mirror.upstreams.resolve(target.ns), repository: contents.ref.repository, digest: b.digest });
+        const r = await mirror.ensureBlob(target, b.digest);
         progress.blobsDone++;
         progress.bytesDone += r.size;
         if (r.fetched) progress.fetchedBytes += r.size;
@@ -116,7 +116,7 @@ export async function prefetchImage(mirror: Mirror, index: Index, logger: Logger
       }),
     ),
   );
-  if (o.pin) index.pin(name, contents.digest);
+  if (o.pin) pins.pin(name, contents.digest);
   logger.info({ image: name, digest: contents.digest, blobs: contents.blobs.length, bytes: progress.bytesDone, fetched: progress.fetchedBytes, pinned: o.pin }, 'prefetched');
   return {
     image: name,
@@ -136,7 +136,7 @@ export async function prefetchImage(mirror: Mirror, index: Index, logger: Logger
  */
 export function schedulePrefetch(
   mirror: Mirror,
-  index: Index,
+  pins: Pins,
   logger: Logger,
   list: () => Promise<readonly { image: string; platforms: Platform[] }[]>,
   intervalMs: number,
@@ -148,7 +148,7 @@ export function schedulePrefetch(
     for (const item of await list()) {
       if (stopped) return;
       try {
-        await prefetchImage(mirror, index, logger, item.image, { platforms: item.platforms, allPlatforms: false, concurrency: 2, pin: true });
+        await prefetchImage(mirror, pins, logger, item.image, { platforms: item.platforms, allPlatforms: false, concurrency: 2, pin: true });
       } catch (err) {
         logger.warn({ image: item.image, err: err instanceof Error ? err.message : String(err) }, 'scheduled prefetch failed; will try again next run');
       }

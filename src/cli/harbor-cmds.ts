@@ -83,7 +83,7 @@ Options:
     const limit = values.limit === undefined ? 1000 : Number(values.limit);
     if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit takes a whole number above 0');
     return withRuntime(config, values.verbose === true, async (rt) => {
-      const rows = rt.index.auditSince(since, limit);
+      const rows = rt.index.audit.since(since, limit);
       if (values.json) {
         out(JSON.stringify(rows.map((r) => ({ ...r, at: new Date(r.at).toISOString() })), null, 2));
         return EXIT.ok;

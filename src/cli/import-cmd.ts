@@ -32,7 +32,7 @@ Options:
     if (!fs.existsSync(file)) throw new UsageError(`${file}: no such file`);
     const config = configFrom(values.config);
     return withRuntime(config, values.verbose === true, async (rt) => {
-      const r = await importArchive(rt, fs.createReadStream(file, { highWaterMark: 1 << 20 }));
+      const r = await importArchive({ store: rt.store, pins: rt.index.pins }, fs.createReadStream(file, { highWaterMark: 1 << 20 }));
       if (values.json) out(JSON.stringify(r, null, 2));
       else {
         for (const i of r.images) out(`${i.name}@${i.digest}  pinned${i.tagged ? ', tagged' : ''}`);

@@ -27,8 +27,8 @@ Options:
     const { values } = parse(argv, COMMON_FLAGS);
     const config = configFrom(values.config);
     return withRuntime(config, values.verbose === true, async (rt) => {
-      const r = await collectGarbage(rt);
-      const total = rt.index.totalBytes();
+      const r = await collectGarbage(rt.store);
+      const total = rt.store.totalBytes();
       if (values.json) out(JSON.stringify({ ...r, totalBytes: total, maxBytes: config.cache.maxSizeBytes }, null, 2));
       else {
         const e = r.eviction;
@@ -65,7 +65,7 @@ Options:
     const config = configFrom(values.config);
     return withRuntime(config, values.verbose === true, async (rt) => {
       const progress = new Progress();
-      const r = await verifyCache(rt, (done, total) => progress.line('verifying', done, total));
+      const r = await verifyCache(rt.store, rt.logger, (done, total) => progress.line('verifying', done, total));
       progress.end();
       const bad = r.corrupt.length + r.missing.length + r.corruptManifests.length + r.strays.length;
       if (values.json) out(JSON.stringify({ ok: bad === 0, ...r }, null, 2));
@@ -112,7 +112,7 @@ Options:
             throw new UsageError((e as Error).message);
           }
         }
-        return { image, key, released: rt.index.unpin(key) };
+        return { image, key, released: rt.index.pins.unpin(key) };
       });
       if (values.json) out(JSON.stringify(results, null, 2));
       else for (const r of results) out(r.released > 0 ? `unpinned ${r.key}` : `${r.image}: not pinned`);

@@ -48,7 +48,7 @@ Exit 0 when every image was fetched, 1 if any failed (the others still are).
       for (const job of jobs) {
         const progress = new Progress();
         try {
-          const r = await prefetchImage(rt.mirror, rt.index, rt.logger, job.image, {
+          const r = await prefetchImage(rt.mirror, rt.index.pins, rt.logger, job.image, {
             platforms: job.platforms,
             allPlatforms: values['all-platforms'] === true,
             concurrency,

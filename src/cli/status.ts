@@ -30,10 +30,10 @@ async function daemonRunning(listen: string): Promise<boolean> {
 }
 
 export async function buildStatus(rt: Runtime): Promise<StatusReport> {
-  const { config, index } = rt;
-  const stats = index.stats();
-  const bytes = index.totalBytes();
-  const c = index.counters();
+  const { config, index, store } = rt;
+  const stats = store.stats();
+  const bytes = store.totalBytes();
+  const c = index.counters.all();
   const get = (k: string) => c[k] ?? 0;
   const hits = get('manifest_hit') + get('blob_hit') + get('manifest_stale');
   const requests = hits + get('manifest_miss') + get('blob_miss') + get('blob_coalesced');
@@ -61,8 +61,8 @@ export async function buildStatus(rt: Runtime): Promise<StatusReport> {
       usePercent: config.cache.maxSizeBytes > 0 ? Math.round((bytes / config.cache.maxSizeBytes) * 1000) / 10 : 0,
       blobs: stats.blobs,
       manifests: stats.manifests,
-      pinnedImages: index.pins().length,
-      pinnedBytes: index.pinnedBytes(),
+      pinnedImages: index.pins.list().length,
+      pinnedBytes: index.pins.pinnedBytes(),
     },
     hits: { requests, hitRatio: requests > 0 ? hits / requests : null, byteHitRatio: served > 0 ? fromCache / served : null, staleAnswers: get('manifest_stale'), counters: c },
     upstreams,
@@ -74,9 +74,9 @@ export async function buildStatus(rt: Runtime): Promise<StatusReport> {
       projects: rt.gate?.projectsState() ?? [],
     },
     audit: {
-      last24h: Object.fromEntries(index.auditSummary(Date.now() - 86_400_000).map((r) => [r.decision, r.n])),
-      recentRefusals: index
-        .auditSince(Date.now() - 86_400_000, 100_000)
+      last24h: Object.fromEntries(index.audit.summary(Date.now() - 86_400_000).map((r) => [r.decision, r.n])),
+      recentRefusals: index.audit
+        .since(Date.now() - 86_400_000, 100_000)
         .filter((r) => r.decision === 'refused')
         .slice(-5)
         .map((r) => ({ at: new Date(r.at).toISOString(), image: `${r.registry}/${r.repository}:${r.reference}`, reason: r.reason })),

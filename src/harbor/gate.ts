@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import PQueue from 'p-queue';
 import type { HarborConfig, UpstreamConfig } from '../config/types.js';
-import type { Index } from '../store/index-db.js';
+import type { Database } from 'better-sqlite3';
 import type { Metrics } from '../metrics/metrics.js';
 import { OciError } from '../oci/errors.js';
 import type { AccessRequest, PolicyGate } from '../cache/gate.js';
@@ -18,7 +18,7 @@ import { isHarborUnreachable } from './errors.js';
 import { decide } from './enforce.js';
 import { normaliseProject } from './normalise.js';
 import { fetchArtifactFacts, syncPolicies, withArtifact, type SyncResult } from './sync.js';
-import { SnapshotStore } from './snapshot-store.js';
+import { SnapshotStore, migrateHarbor } from './snapshot-store.js';
 import { markedImages } from './prefetch-list.js';
 import { CredentialCache } from './credentials.js';
 import { manifestSignatureType } from './signatures.js';
@@ -34,7 +34,12 @@ export const BASIC_CHALLENGE = { 'WWW-Authenticate': 'Basic realm="berth"' };
 export interface HarborGateOptions {
   harbor: HarborConfig;
   upstreams: readonly UpstreamConfig[];
-  index: Index;
+  /** The index's database: Harbor keeps its own tables there (snapshot, remembered credentials). */
+  db: Database;
+  /** Manifests berth holds that came through a registry: what sync fetches facts for. */
+  heldManifests: (registry: string) => { repository: string; digest: string }[];
+  /** The bytes of a cached manifest (to tell a signature by its content). */
+  cachedManifest: (digest: string) => Buffer | undefined;
   logger: Logger;
   metrics?: Metrics;
   now?: () => number;
@@ -75,9 +80,10 @@ export class HarborGate implements PolicyGate {
       if (new URL(u.url).host === harborHost) this.harborRegistries.add(u.registry);
       if (u.viaHarborProject) this.viaProject.set(u.registry, u.viaHarborProject);
     }
-    this.store = new SnapshotStore(opts.index.db);
+    migrateHarbor(opts.db);
+    this.store = new SnapshotStore(opts.db);
     this.snapshot = this.store.load();
-    this.creds = new CredentialCache({ ttlMs: harbor.offlineGraceMs, db: opts.index.db, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
+    this.creds = new CredentialCache({ ttlMs: harbor.offlineGraceMs, db: opts.db, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
   }
 
   /** Harbor's project and repository for content berth serves as (registry, repository). */
@@ -225,8 +231,8 @@ export class HarborGate implements PolicyGate {
   /** What the cached bytes of a manifest show it to be (null: not a signature, or not cached). */
   private cachedSignatureType(digest: string): SignatureType | null {
     try {
-      const row = this.opts.index.getManifest(digest);
-      return row ? manifestSignatureType(row.body) : null;
+      const body = this.opts.cachedManifest(digest);
+      return body ? manifestSignatureType(body) : null;
     } catch (err) {
       this.opts.logger.warn({ digest, err: err instanceof Error ? err.message : String(err) }, 'cannot read a cached manifest to tell whether it is a signature');
       return null;
@@ -237,7 +243,7 @@ export class HarborGate implements PolicyGate {
   private heldArtifacts(): ArtifactRef[] {
     const out: ArtifactRef[] = [];
     for (const registry of [...this.harborRegistries, ...this.viaProject.keys()]) {
-      for (const l of this.opts.index.manifestLinks(registry)) {
+      for (const l of this.opts.heldManifests(registry)) {
         const loc = this.locate(registry, l.repository);
         if (loc) out.push({ project: loc.project, repository: loc.repository, digest: l.digest });
       }

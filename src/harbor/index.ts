@@ -12,5 +12,5 @@ export { manifestSignatureType, signatureTypeOfMediaType } from './signatures.js
 export { normaliseProject, normaliseAllowlist, artifactFacts, parseSeverityVersion3, severityCode, isTrue, signatureTypeOf } from './normalise.js';
 export { syncPolicies, fetchArtifactFacts, withArtifact, type SyncOptions, type SyncResult } from './sync.js';
 export { snapshotHash, canonicalJson, describeChanges } from './diff.js';
-export { SnapshotStore, HARBOR_SCHEMA_SQL } from './snapshot-store.js';
+export { SnapshotStore, HARBOR_SCHEMA_SQL, migrateHarbor } from './snapshot-store.js';
 export { CredentialCache, type CredentialCheck, type CredentialCacheOptions } from './credentials.js';

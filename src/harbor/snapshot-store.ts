@@ -2,10 +2,12 @@
  * The policy snapshot in berth's SQLite index, so enforcement survives a
  * restart without the uplink. One row, replaced whole on each successful
  * sync: enforcement reads the snapshot from memory, never row by row, and a
- * single JSON bundle keeps save/load atomic. `HARBOR_SCHEMA_SQL` is appended
- * to the index's migrations by the store; tests exec it on their own DB.
+ * single JSON bundle keeps save/load atomic. Harbor owns its tables: they
+ * are migrated under the name "harbor" (`migrateHarbor`), apart from the
+ * index's core schema; tests exec `HARBOR_SCHEMA_SQL` on their own DB.
  */
 import type { Database, Statement } from 'better-sqlite3';
+import { hasTable, migrateComponent } from '../store/db.js';
 import { SNAPSHOT_FORMAT } from './diff.js';
 import type { PolicySnapshot } from './types.js';
 
@@ -28,6 +30,14 @@ export const HARBOR_SCHEMA_SQL = `
     PRIMARY KEY (project, username)
   ) WITHOUT ROWID;
 `;
+
+/**
+ * Harbor's migrations. An index made before Harbor kept its own version got
+ * these tables from the core's migration 3: it is at version 1 already.
+ */
+export function migrateHarbor(db: Database): void {
+  migrateComponent(db, { name: 'harbor', migrations: [HARBOR_SCHEMA_SQL], legacyVersion: (d) => (hasTable(d, 'harbor_sync') ? 1 : 0) });
+}
 
 interface SyncRow {
   format: number;

@@ -9,9 +9,9 @@ import type { Logger } from 'pino';
 import type { Config, HarborConfig, UpstreamConfig } from '../config/types.js';
 import { formatSize } from '../config/units.js';
 import { Layout } from '../store/layout.js';
-import { Index } from '../store/index-db.js';
 import { ConfigError } from '../config/errors.js';
 import type { Password } from '../upstream/auth.js';
+import { cachedBytes } from '../cache/content-store.js';
 import { createRegistryClient, type ClientOptions } from '../upstream/client.js';
 import { UpstreamError } from '../upstream/types.js';
 import { finding, type Finding } from './findings.js';
@@ -114,20 +114,6 @@ async function existingAncestor(dir: string): Promise<string> {
   }
 }
 
-/** Bytes the index says the cache holds; 0 when there is no index yet or it cannot be read. */
-function cachedBytes(cacheDir: string): number {
-  const layout = new Layout(cacheDir);
-  let index: Index | undefined;
-  try {
-    index = new Index(layout.indexFile, { readonly: true });
-    return index.stats().bytes;
-  } catch {
-    return 0;
-  } finally {
-    index?.close();
-  }
-}
-
 /** Below this free space fills start failing soon, whatever max_size says. */
 const NEARLY_FULL = 256 * 1024 * 1024;
 
@@ -141,7 +127,7 @@ export async function diskFinding(config: Config): Promise<Finding> {
   } catch (e) {
     return finding('warn', 'cache.disk', `cannot read free space under ${at} (${reason(e)})`, 'check the mount');
   }
-  const used = at === path.resolve(dir) ? cachedBytes(dir) : 0;
+  const used = at === path.resolve(dir) ? cachedBytes(new Layout(dir).indexFile) : 0;
   const room = free + used;
   const max = config.cache.maxSizeBytes;
   const state = `${formatSize(used)} cached, ${formatSize(free)} free under ${at}, max_size ${formatSize(max)}`;

@@ -23,14 +23,56 @@ export class DigestMismatchError extends Error {
 const QUEUE_HIGH = 8 * 1024 * 1024;
 
 /**
+ * Where a blob is on its way into the cache: the one vocabulary of the
+ * writer and of a fill (cache/fill.ts).
+ *   writing   -> bytes arrive, are hashed and queued for the temp file
+ *   verified  -> they hash to the digest (and size): they may be handed out in full
+ *   durable   -> fsynced and closed: they may take the digest's name
+ *   committed -> renamed into blobs/, indexed and linked
+ *   failed    -> aborted; the temp file is gone
+ */
+export enum BlobState {
+  Writing = 'writing',
+  Verified = 'verified',
+  Durable = 'durable',
+  Committed = 'committed',
+  Failed = 'failed',
+}
+
+/**
+ * The index side of a commit: the journal entry before the rename, the row
+ * (and the repository links) after it. The content index provides it.
+ */
+export interface PublishJournal {
+  beginPublish(digest: string, accessedAt: number): void;
+  endPublish(digest: string, size: number, accessedAt: number, links: readonly { registry: string; repository: string }[]): void;
+}
+
+export interface WriterHooks {
+  journal?: PublishJournal;
+  /** Told once the writer is committed or failed (the store's in-progress set, eviction). */
+  onSettled?: (w: BlobWriter) => void;
+}
+
+export interface CommitOptions {
+  /** The size the blob must have, when it is known. */
+  expectedSize?: number;
+  /** When the request that brought the blob came (LRU); default now. */
+  accessedAt?: number;
+  /** Repositories the blob is linked to in the same transaction as its row. */
+  links?: readonly { registry: string; repository: string }[];
+}
+
+/**
  * A blob being written. `write` hashes at once and queues the bytes; one
  * loop writes the queue in batches (writev), so the download is not held up
- * by a disk write per chunk. `bytesWritten` counts bytes accepted (hashed),
- * `bytesOnDisk` those a reader of the temp file can see. `commit` verifies
- * and publishes.
+ * by a disk write per chunk. `bytesAccepted` counts bytes hashed,
+ * `bytesOnDisk` those a reader of the temp file can see. `commit` takes it
+ * the whole way: verify, fsync, journal, rename, index row and links.
  */
 export class BlobWriter {
   readonly tempPath: string;
+  state = BlobState.Writing;
   private hash: Hash = newHasher();
   private fh: fsp.FileHandle | null = null;
   private accepted = 0;
@@ -39,9 +81,6 @@ export class BlobWriter {
   private queued = 0;
   private flushing: Promise<void> | null = null;
   private failure: Error | null = null;
-  private closed = false;
-  private verified = false;
-  private digestChecked = false;
   /** Called after each batch reaches the file. */
   onFlushed: (() => void) | null = null;
   /**
@@ -50,7 +89,7 @@ export class BlobWriter {
    */
   onNoSpace: ((bytes: number) => Promise<boolean>) | null = null;
 
-  constructor(private readonly layout: Layout, readonly digest: string) {
+  constructor(private readonly layout: Layout, readonly digest: string, private readonly hooks: WriterHooks = {}) {
     this.tempPath = layout.tempPath(digest, randomBytes(6).toString('hex'));
   }
 
@@ -59,7 +98,7 @@ export class BlobWriter {
     this.fh = await fsp.open(this.tempPath, 'wx', 0o644);
   }
 
-  get bytesWritten(): number {
+  get bytesAccepted(): number {
     return this.accepted;
   }
 
@@ -68,7 +107,7 @@ export class BlobWriter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (!this.fh || this.closed || this.verified || this.digestChecked) throw new Error('blob writer is not open');
+    if (!this.fh || this.state !== BlobState.Writing) throw new Error('blob writer is not open');
     if (this.failure) throw this.failure;
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
     this.hash.update(buf);
@@ -140,28 +179,12 @@ export class BlobWriter {
     }
   }
 
-  /** Verifies digest (and size when known), fsyncs and renames into place. Aborts on mismatch. */
-  async commit(expectedSize?: number): Promise<string> {
-    await this.verify(expectedSize);
-    return this.publish();
-  }
-
   /**
-   * Checks the bytes against the digest (and size) and makes them durable,
-   * without publishing: import stages a whole tar this way and publishes
-   * only when every entry has passed. Aborts on mismatch.
-   */
-  async verify(expectedSize?: number): Promise<void> {
-    await this.checkDigest(expectedSize);
-    await this.makeDurable();
-  }
-
-  /**
-   * The bytes match the digest (and size): from here on they may be handed
-   * out in full, even before they are durable. Aborts on mismatch.
+   * Writing -> verified: the bytes match the digest (and size), so they may
+   * be handed out in full, even before they are durable. Aborts on mismatch.
    */
   async checkDigest(expectedSize?: number): Promise<void> {
-    if (!this.fh || this.closed) throw new Error('blob writer is not open');
+    if (!this.fh || this.state !== BlobState.Writing) throw new Error('blob writer is not open');
     try {
       await this.drain();
     } catch (err) {
@@ -173,36 +196,59 @@ export class BlobWriter {
       await this.abort();
       throw new DigestMismatchError(this.digest, actual, expectedSize, this.accepted);
     }
-    this.digestChecked = true;
+    this.state = BlobState.Verified;
   }
 
-  /** fsync and close: what must happen before the bytes get the digest's name. */
+  /** Verified -> durable: fsync and close, what must happen before the bytes get the digest's name. */
   async makeDurable(): Promise<void> {
-    if (!this.fh || this.closed || !this.digestChecked) throw new Error('blob writer has nothing checked to make durable');
+    if (!this.fh || this.state !== BlobState.Verified) throw new Error('blob writer has nothing verified to make durable');
     await this.fh.sync();
     await this.fh.close();
     this.fh = null;
-    this.verified = true;
+    this.state = BlobState.Durable;
   }
 
-  /** Renames verified bytes into place under the digest's name. */
-  async publish(): Promise<string> {
-    if (!this.verified || this.closed) throw new Error('blob writer has nothing verified to publish');
+  /**
+   * Checks and stages without publishing: import stages a whole tar this
+   * way and commits only when every entry has passed. Aborts on mismatch.
+   */
+  async verify(expectedSize?: number): Promise<void> {
+    if (this.state === BlobState.Writing) await this.checkDigest(expectedSize);
+    if (this.state === BlobState.Verified) await this.makeDurable();
+  }
+
+  /**
+   * The whole way into the cache from wherever the writer is: verify, fsync,
+   * journal entry, rename into blobs/, then index row, links and the end of
+   * the journal entry in one transaction. A crash between rename and row is
+   * completed at start-up from the journal. Returns the blob's path.
+   */
+  async commit(o: CommitOptions = {}): Promise<string> {
+    await this.verify(o.expectedSize);
+    if (this.state !== BlobState.Durable) throw new Error('blob writer has nothing verified to commit');
+    const accessedAt = o.accessedAt ?? Date.now();
+    this.hooks.journal?.beginPublish(this.digest, accessedAt);
     const final = this.layout.blobPath(this.digest);
     await fsp.mkdir(path.dirname(final), { recursive: true });
     await fsp.rename(this.tempPath, final);
     // Only now: a failed rename leaves the writer abortable, so its temp file goes.
-    this.closed = true;
+    this.state = BlobState.Committed;
+    try {
+      this.hooks.journal?.endPublish(this.digest, this.accepted, accessedAt, o.links ?? []);
+    } finally {
+      this.hooks.onSettled?.(this);
+    }
     return final;
   }
 
   async abort(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.state === BlobState.Committed || this.state === BlobState.Failed) return;
+    this.state = BlobState.Failed;
     this.queue = [];
     await this.flushing?.catch(() => undefined);
     await this.fh?.close().catch(() => undefined);
     await fsp.rm(this.tempPath, { force: true }).catch(() => undefined);
+    this.hooks.onSettled?.(this);
   }
 }
 
@@ -224,8 +270,8 @@ export class BlobFiles {
     return leftovers.length;
   }
 
-  async createWriter(digest: string): Promise<BlobWriter> {
-    const w = new BlobWriter(this.layout, digest);
+  async createWriter(digest: string, hooks: WriterHooks = {}): Promise<BlobWriter> {
+    const w = new BlobWriter(this.layout, digest, hooks);
     await w.open();
     return w;
   }

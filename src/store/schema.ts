@@ -1,9 +1,13 @@
 /**
- * The index's schema, as an ordered list of migrations: the index records
- * how many it has run (PRAGMA user_version) and runs the rest at start-up.
- * Append only; never edit a migration that has shipped.
+ * The index's core schema, as an ordered list of migrations: the index
+ * records how many it has run (PRAGMA user_version) and runs the rest at
+ * start-up. Append only; never edit a migration that has shipped.
+ *
+ * One exception, made once: migration 3 used to create Harbor's tables too.
+ * Harbor now owns them (harbor/schema.ts, versioned under its own name in
+ * `schema_versions`); an index that ran the old migration 3 already has
+ * them, and Harbor's migrations recognise that.
  */
-import { HARBOR_SCHEMA_SQL } from '../harbor/snapshot-store.js';
 
 export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE blobs (
@@ -58,10 +62,8 @@ export const MIGRATIONS: readonly string[] = [
    ) WITHOUT ROWID;
    CREATE INDEX blobs_lru ON blobs (last_access);
    CREATE INDEX manifests_lru ON manifests (last_access);`,
-  // 3: Harbor's policy snapshot and remembered pull-secret credentials, and the audit record
-  // of manifest requests (an edge site's only witness of who pulled what).
-  HARBOR_SCHEMA_SQL +
-    `CREATE TABLE audit (
+  // 3: the audit record of manifest requests (an edge site's only witness of who pulled what).
+  `CREATE TABLE audit (
        id INTEGER PRIMARY KEY,
        at INTEGER NOT NULL,
        registry TEXT NOT NULL,
@@ -91,3 +93,9 @@ export const MIGRATIONS: readonly string[] = [
      accessed_at INTEGER NOT NULL
    ) WITHOUT ROWID;`,
 ];
+
+/** Everything pinned: the pinned manifests and, recursively, every digest they reference. */
+export const PINNED_CLOSURE = `WITH RECURSIVE keep(d) AS (
+    SELECT digest FROM pins
+    UNION SELECT r.child FROM refs r JOIN keep k ON r.parent = k.d
+  )`;

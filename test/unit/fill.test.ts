@@ -5,7 +5,7 @@ import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
-import { Fill, type BlobSource } from '../../src/cache/fill.js';
+import { Fill, BlobState, type BlobSource } from '../../src/cache/fill.js';
 import { BlobFiles } from '../../src/store/blobs.js';
 import { Layout } from '../../src/store/layout.js';
 import { sha256 } from '../../src/oci/digest.js';
@@ -66,7 +66,8 @@ t.test('followers stream bytes as they arrive; the last byte waits for verificat
   const digest = sha256(data);
   const src = new ManualSource(data.length);
   let committed = 0;
-  const fill = new Fill({ digest, source: src, files, logger, maxResumes: 2, onCommitted: () => committed++ });
+  const fill = new Fill({ digest, source: src, store: files, logger, maxResumes: 2 });
+  fill.done.then(() => committed++, () => undefined);
   t.equal(await fill.ready, data.length);
   const r1 = fill.reader(0, data.length - 1);
   const r2 = fill.reader(100, 199);
@@ -76,7 +77,7 @@ t.test('followers stream bytes as they arrive; the last byte waits for verificat
   // r2 wants bytes 100..199: all written, but byte 199 is its last and must wait for verification.
   const early = await waitBytes(fill.reader(0, data.length - 1), 100_000);
   t.ok(early >= 100_000, 'a follower got bytes before the upstream finished');
-  t.equal(fill.state, 'running');
+  t.equal(fill.state, BlobState.Writing, 'still writing');
   src.bodies[0]!.end(data.subarray(150_000));
   await fill.done;
   t.equal(committed, 1);
@@ -91,7 +92,8 @@ t.test('a corrupted transfer is never completed to a follower nor cached', async
   const data = randomBytes(50_000);
   const digest = sha256(data);
   const src = new ManualSource(data.length);
-  const fill = new Fill({ digest, source: src, files, logger, maxResumes: 2, onCommitted: () => t.fail('must not commit') });
+  const fill = new Fill({ digest, source: src, store: files, logger, maxResumes: 2 });
+  fill.done.then(() => t.fail('must not commit'), () => undefined);
   await fill.ready;
   const got = collect(fill.reader(0, data.length - 1));
   const flipped = Buffer.from(data);
@@ -110,13 +112,13 @@ t.test('an interrupted transfer resumes with Range from the bytes held', async (
   const data = randomBytes(80_000);
   const digest = sha256(data);
   const src = new ManualSource(data.length);
-  const fill = new Fill({ digest, source: src, files, logger, maxResumes: 2, onCommitted: () => undefined });
+  const fill = new Fill({ digest, source: src, store: files, logger, maxResumes: 2 });
   await fill.ready;
   const got = collect(fill.reader(0, data.length - 1));
   src.bodies[0]!.write(data.subarray(0, 30_000));
   await new Promise<void>((res) => {
     const off = fill.onProgress(() => {
-      if (fill.written >= 30_000) {
+      if (fill.onDisk >= 30_000) {
         off();
         res();
       }
@@ -135,12 +137,12 @@ t.test('a 200 to a resume repeats bytes we hold: they are skipped', async (t) =>
   const data = randomBytes(40_000);
   const digest = sha256(data);
   const src = new ManualSource(data.length, () => 200);
-  const fill = new Fill({ digest, source: src, files, logger, maxResumes: 2, onCommitted: () => undefined });
+  const fill = new Fill({ digest, source: src, store: files, logger, maxResumes: 2 });
   await fill.ready;
   src.bodies[0]!.write(data.subarray(0, 10_000));
   await new Promise<void>((res) => {
     const off = fill.onProgress(() => {
-      if (fill.written >= 10_000) {
+      if (fill.onDisk >= 10_000) {
         off();
         res();
       }
@@ -159,7 +161,8 @@ t.test('a follower that leaves does not stop the fill', async (t) => {
   const digest = sha256(data);
   const src = new ManualSource(data.length);
   let committed = false;
-  const fill = new Fill({ digest, source: src, files, logger, maxResumes: 0, onCommitted: () => (committed = true) });
+  const fill = new Fill({ digest, source: src, store: files, logger, maxResumes: 0 });
+  fill.done.then(() => (committed = true), () => undefined);
   await fill.ready;
   const r = fill.reader(0, data.length - 1);
   src.bodies[0]!.write(data.subarray(0, 20_000));
@@ -176,10 +179,9 @@ t.test('a source with nothing gives a not-found fill', async (t) => {
   const fill = new Fill({
     digest: sha256('x'),
     source: { name: 'test', fetch: async () => null },
-    files,
+    store: files,
     logger,
     maxResumes: 1,
-    onCommitted: () => undefined,
   });
   await t.rejects(fill.ready, { code: 'BLOB_NOT_FOUND' });
   await t.rejects(fill.done);
@@ -189,15 +191,17 @@ t.test('a source with nothing gives a not-found fill', async (t) => {
 t.test('an empty cached blob is served warm, again and again, without leaking its fd', async (t) => {
   const files = await setup(t);
   const { BlobCache } = await import('../../src/cache/blobs.js');
+  const { ContentStore } = await import('../../src/cache/content-store.js');
   const { Index } = await import('../../src/store/index-db.js');
   const { Metrics } = await import('../../src/metrics/metrics.js');
   const index = new Index(path.join(files.layout.root, 'index.db'));
   t.teardown(() => index.close());
   const empty = sha256(Buffer.alloc(0));
   const w = await files.createWriter(empty);
-  await w.commit(0);
-  index.putBlob(empty, 0);
-  const cache = new BlobCache(index, files, new Metrics({ defaultMetrics: false }), logger, { maxResumes: 0 });
+  await w.commit({ expectedSize: 0 });
+  index.content.putBlob(empty, 0);
+  const store = new ContentStore({ files, index: index.content, logger, maxBytes: 1 << 30 });
+  const cache = new BlobCache(store, new Metrics({ defaultMetrics: false }), logger, { maxResumes: 0 });
   const fdsBefore = fs.readdirSync('/proc/self/fd').length;
   for (let i = 0; i < 50; i++) {
     const h = await cache.get({ client: {} as never, repository: 'x', digest: empty, head: false });

@@ -97,7 +97,7 @@ function cache(t: { teardown(fn: () => unknown): void }) {
     fs.rmSync(dir, { recursive: true, force: true });
   });
   let now = 1_000_000;
-  const mc = new ManifestCache(index, new Metrics({ defaultMetrics: false }), pino({ level: 'silent' }), { tagTtlMs: 60_000, serveStale: true, revalidateTimeoutMs: 3_000, now: () => now });
+  const mc = new ManifestCache(index.content, index.refusals, new Metrics({ defaultMetrics: false }), pino({ level: 'silent' }), { tagTtlMs: 60_000, serveStale: true, revalidateTimeoutMs: 3_000, now: () => now });
   return { mc, index, advance: (ms: number) => (now += ms) };
 }
 

@@ -121,7 +121,7 @@ function setup(t: { teardown(fn: () => unknown): void }, opts: { serveStale?: bo
       logs.on('line', on);
     });
   const metrics = new Metrics({ defaultMetrics: false });
-  const cache = new ManifestCache(index, metrics, pino({ level: 'debug' }, sink), {
+  const cache = new ManifestCache(index.content, index.refusals, metrics, pino({ level: 'debug' }, sink), {
     tagTtlMs: 60_000,
     serveStale: opts.serveStale ?? true,
     revalidateTimeoutMs: 3_000,
@@ -209,7 +209,7 @@ t.test('a tag deleted upstream is 404 and forgotten', async (t) => {
   up.tags.delete('v1');
   clock.advance(61_000);
   await t.rejects(req('v1'), { code: 'MANIFEST_UNKNOWN', status: 404 });
-  t.equal(index.getTag('docker.io', 'library/app', 'v1'), undefined);
+  t.equal(index.content.getTag('docker.io', 'library/app', 'v1'), undefined);
 });
 
 t.test('a manifest that does not match its digest is never cached', async (t) => {
@@ -218,7 +218,7 @@ t.test('a manifest that does not match its digest is never cached', async (t) =>
   up.corruptNext = true;
   const err = await req(d1).catch((e: unknown) => e);
   t.ok(err instanceof OciError && err.code === 'BAD_GATEWAY', 'bad gateway');
-  t.notOk(index.hasManifest(d1));
+  t.notOk(index.content.hasManifest(d1));
   const ok = await req(d1);
   t.equal(ok.digest, d1, 'a later good answer is cached');
 });
@@ -235,9 +235,9 @@ t.test('a narrow Accept never moves the tag for everyone else', async (t) => {
   const { up, req, index } = setup(t);
   up.set('v1', { n: 1 });
   await req('v1', { accept: MEDIA_TYPES.ociManifest });
-  t.equal(index.getTag('docker.io', 'library/app', 'v1'), undefined, 'not recorded from a narrow request');
+  t.equal(index.content.getTag('docker.io', 'library/app', 'v1'), undefined, 'not recorded from a narrow request');
   await req('v1');
-  t.ok(index.getTag('docker.io', 'library/app', 'v1'), 'recorded from a broad one');
+  t.ok(index.content.getTag('docker.io', 'library/app', 'v1'), 'recorded from a broad one');
 });
 
 t.test('a revalidation that hangs: past revalidate_timeout the last known digest answers, and the upstream is asked once', async (t) => {
