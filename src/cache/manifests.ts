@@ -62,7 +62,6 @@ export class ManifestCache {
     maxSize: MAX_MANIFEST_CACHE_BYTES,
     sizeCalculation: (v) => v.body.length + 64,
   });
-  private readonly tags = new LRUCache<string, TagRow>({ max: 50_000 });
   private readonly flights = new SingleFlight<ManifestResult>();
   /** One upstream HEAD per tag (and Accept) at a time, shared by the HEAD and GET revalidations. */
   private readonly tagHeads = new SingleFlight<UpstreamHead>();
@@ -152,21 +151,17 @@ export class ManifestCache {
     return req.head ? { digest: r.digest, mediaType: r.mediaType, size: r.size, source: r.source } : r;
   }
 
-  private tagKey(registry: string, repository: string, tag: string): string {
-    return `${registry}\0${repository}\0${tag}`;
-  }
-
+  /**
+   * Tags are read from the index every time (one prepared point lookup), not
+   * kept in memory: another process (`berth import`, `berth prefetch`) may
+   * move a tag while the daemon runs, and the daemon must serve what the
+   * index holds.
+   */
   private tagRow(registry: string, repository: string, tag: string): TagRow | undefined {
-    const key = this.tagKey(registry, repository, tag);
-    const hot = this.tags.get(key);
-    if (hot) return hot;
-    const row = this.index.getTag(registry, repository, tag);
-    if (row) this.tags.set(key, row);
-    return row;
+    return this.index.getTag(registry, repository, tag);
   }
 
   private saveTag(registry: string, repository: string, tag: string, row: TagRow): void {
-    this.tags.set(this.tagKey(registry, repository, tag), row);
     try {
       this.index.putTag(registry, repository, tag, row);
     } catch (err) {
@@ -240,7 +235,6 @@ export class ManifestCache {
       this.refusals.clear(registry, repository, tag);
       if (known && head.digest === known.digest) {
         this.index.touchTag(registry, repository, tag, row.fetched_at);
-        this.tags.set(this.tagKey(registry, repository, tag), { ...known, fetched_at: row.fetched_at });
         if (req.head) return headOf(known, 'cache');
         const hit = this.fromCache(known.digest, false);
         if (hit) return hit;
@@ -322,7 +316,6 @@ export class ManifestCache {
 
   private forgetTag(registry: string, repository: string, tag: string): void {
     this.index.deleteTag(registry, repository, tag);
-    this.tags.delete(this.tagKey(registry, repository, tag));
   }
 
   /** Tags berth knows for a repository (the offline answer to tags/list). */
