@@ -1,0 +1,120 @@
+/**
+ * Eviction through the content store, with real blob files and a real
+ * index and a small max_size: least recently used first (by the access
+ * times batched in memory, which eviction flushes first), pinned images
+ * and everything they reference never, a blob being read not while it is.
+ */
+import t from 'tap';
+import fs from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { sha256 } from '../../src/oci/digest.js';
+import { MEDIA_TYPES } from '../../src/oci/mediatypes.js';
+import { commitBlob, counterValue, tempStore } from './fakes.js';
+
+const KB = 1000;
+const blob = () => randomBytes(KB);
+
+t.test('least recently used goes first, by the access times eviction flushes first', async (t) => {
+  // 3.5 blobs fit; the low watermark is 90% of that.
+  const { store, index, files, metrics } = await tempStore(t, { maxBytes: 3500 });
+  const a = await commitBlob(store, blob(), { accessedAt: 1000 });
+  const b = await commitBlob(store, blob(), { accessedAt: 2000 });
+  const c = await commitBlob(store, blob(), { accessedAt: 3000 });
+  t.equal(await store.evictNow(), null, 'under max_size: nothing to do');
+
+  // a is used again: only in memory so far (batched), its row still says 1000.
+  store.touch(a, 4000);
+  t.equal(index.content.getBlob(a)?.last_access, 1000, 'the use is batched, not yet written');
+
+  const d = await commitBlob(store, blob(), { accessedAt: 5000 });
+  const r = await store.evictNow();
+  t.match(r, { before: 4000, evictedBlobs: 1, freedBytes: 1000, shortBy: 0 });
+  t.equal(index.content.getBlob(b), undefined, 'b, the least recently used, went');
+  t.equal(files.sizeOnDisk(b), null, 'and its file');
+  for (const [name, dg] of [['a (used again)', a], ['c', c], ['d', d]] as const) {
+    t.ok(index.content.getBlob(dg) && files.sizeOnDisk(dg) === KB, `${name} stays`);
+  }
+  t.equal(index.content.getBlob(a)?.last_access, 4000, 'the batched use was written before ranking');
+  t.equal(await counterValue(metrics.evictions), 1, 'berth_cache_evictions_total');
+  t.equal(store.totalBytes(), 3000);
+});
+
+t.test("a pinned image's blobs are never evicted, through an index and its manifest", async (t) => {
+  const { store, index, files } = await tempStore(t, { maxBytes: 4000 });
+  // The pinned blobs are the oldest: LRU alone would take them first.
+  const p1 = await commitBlob(store, blob(), { accessedAt: 1000 });
+  const p2 = await commitBlob(store, blob(), { accessedAt: 1100 });
+  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPES.ociManifest, config: { digest: p1 }, layers: [{ digest: p2 }] }));
+  const m = sha256(manifest);
+  index.content.putManifest(m, MEDIA_TYPES.ociManifest, manifest, [p1, p2]);
+  const list = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests: [{ digest: m }] }));
+  const i = sha256(list);
+  index.content.putManifest(i, MEDIA_TYPES.ociIndex, list, [m]);
+  index.pins.pin('docker.io/library/app:v1', i);
+  t.equal(index.pins.pinnedBytes(), 2 * KB);
+
+  const u1 = await commitBlob(store, blob(), { accessedAt: 3000 });
+  const u2 = await commitBlob(store, blob(), { accessedAt: 4000 });
+  const r = await store.evictNow();
+  t.match(r, { evictedBlobs: 1, evictedManifests: 0, shortBy: 0 }, 'over max_size: one blob is enough');
+  t.equal(index.content.getBlob(u1), undefined, 'the unpinned, older one went');
+  t.equal(files.sizeOnDisk(u1), null);
+  t.ok(index.content.getBlob(u2), 'the newer one stays');
+  for (const dg of [p1, p2]) t.ok(index.content.getBlob(dg) && files.sizeOnDisk(dg) === KB, 'a pinned blob stays though it is older');
+  t.ok(index.content.hasManifest(m) && index.content.hasManifest(i), 'the pinned manifests stay');
+
+  // Free everything eviction may take: only the pinned image is left, and eviction says it fell short.
+  const all = await store.freeBytes(1e9);
+  t.equal(index.content.getBlob(u2), undefined, 'unpinned content goes');
+  for (const dg of [p1, p2]) t.ok(index.content.getBlob(dg) && files.sizeOnDisk(dg) === KB, 'the pinned blobs still stay');
+  t.ok(index.content.hasManifest(m) && index.content.hasManifest(i));
+  t.equal(all.shortBy, store.totalBytes(), 'what is left is reported as the shortfall');
+
+  index.pins.unpin('docker.io/library/app:v1');
+  await store.freeBytes(1e9);
+  t.equal(index.content.getBlob(p1), undefined, 'unpinned, they may go');
+  t.equal(store.totalBytes(), 0);
+});
+
+t.test('a blob with an open reader is skipped while it is open, taken once it closes', async (t) => {
+  const { store, index, files } = await tempStore(t, { maxBytes: 2500 });
+  const data = blob();
+  const x = await commitBlob(store, data, { accessedAt: 1000 });
+  const reader = store.track(x, fs.createReadStream(files.path(x)));
+  await once(reader, 'readable');
+  t.ok(store.isBusy(x), 'counted as being read');
+  const y = await commitBlob(store, blob(), { accessedAt: 2000 });
+  const z = await commitBlob(store, blob(), { accessedAt: 3000 });
+
+  const r = await store.evictNow();
+  t.match(r, { evictedBlobs: 1 });
+  t.ok(index.content.getBlob(x) && files.sizeOnDisk(x) === KB, 'x, the oldest, is being read: skipped');
+  t.equal(index.content.getBlob(y), undefined, 'y went instead');
+  t.ok(index.content.getBlob(z));
+
+  reader.destroy();
+  await once(reader, 'close');
+  t.notOk(store.isBusy(x), 'no longer read');
+  const w = await commitBlob(store, blob(), { accessedAt: 4000 });
+  const again = await store.evictNow();
+  t.match(again, { evictedBlobs: 1 });
+  t.equal(index.content.getBlob(x), undefined, 'x, closed and still the oldest, goes now');
+  t.equal(files.sizeOnDisk(x), null);
+  t.ok(index.content.getBlob(z) && index.content.getBlob(w));
+});
+
+t.test('a blob being written is not evicted under its writer', async (t) => {
+  const { store, index, files } = await tempStore(t, { maxBytes: 2500 });
+  const data = blob();
+  const x = await commitBlob(store, data, { accessedAt: 1000 });
+  // Another writer for the same digest (a re-fill) is under way.
+  const w = await store.createWriter(x);
+  t.ok(store.isBusy(x));
+  await commitBlob(store, blob(), { accessedAt: 2000 });
+  await commitBlob(store, blob(), { accessedAt: 3000 });
+  await store.evictNow();
+  t.ok(index.content.getBlob(x) && files.sizeOnDisk(x) === KB, 'skipped while its writer is open');
+  await w.abort();
+  t.notOk(store.isBusy(x), 'an aborted writer lets go');
+});
