@@ -109,6 +109,11 @@ export class Mirror {
    */
   async ensureBlob(t: Target, digest: string): Promise<{ size: number; fetched: boolean }> {
     const { client, repository } = this.locate(t);
+    // Held through another repository (or being filled through one): this one must be confirmed
+    // and linked too, as for a pull, or the image would not be served offline.
+    const origin = this.blobs.fillOrigin(digest);
+    const foreignFill = origin !== undefined && (origin.registry !== client.registry || origin.repository !== repository);
+    if (foreignFill || this.store.stat(digest)) await this.requireLink(client, repository, digest, 'blob', t.reqId);
     return this.blobs.ensure({ client, repository, digest, ...(t.reqId ? { reqId: t.reqId } : {}) });
   }
 

@@ -44,7 +44,7 @@ export enum BlobState {
  * (and the repository links) after it. The content index provides it.
  */
 export interface PublishJournal {
-  beginPublish(digest: string, accessedAt: number): void;
+  beginPublish(digest: string, accessedAt: number, links: readonly { registry: string; repository: string }[]): void;
   endPublish(digest: string, size: number, accessedAt: number, links: readonly { registry: string; repository: string }[]): void;
 }
 
@@ -227,7 +227,7 @@ export class BlobWriter {
     await this.verify(o.expectedSize);
     if (this.state !== BlobState.Durable) throw new Error('blob writer has nothing verified to commit');
     const accessedAt = o.accessedAt ?? Date.now();
-    this.hooks.journal?.beginPublish(this.digest, accessedAt);
+    this.hooks.journal?.beginPublish(this.digest, accessedAt, o.links ?? []);
     const final = this.layout.blobPath(this.digest);
     await fsp.mkdir(path.dirname(final), { recursive: true });
     await fsp.rename(this.tempPath, final);

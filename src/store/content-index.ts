@@ -29,6 +29,21 @@ export interface TagRow {
   fetched_at: number;
 }
 
+export interface RepositoryLink {
+  registry: string;
+  repository: string;
+}
+
+/** The journal's links column: what we wrote, or nothing when it is not that. */
+function parseLinks(text: string): RepositoryLink[] {
+  try {
+    const v: unknown = JSON.parse(text);
+    return Array.isArray(v) ? v.filter((l): l is RepositoryLink => typeof l?.registry === 'string' && typeof l?.repository === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
 export interface EvictionCandidate {
   kind: 'blob' | 'manifest';
   digest: string;
@@ -59,13 +74,13 @@ export class ContentIndex implements Deferred {
     this.pendingAccess.delete(digest);
   }
 
-  /** Notes that a verified blob is about to be renamed into place (before the rename). */
-  beginPublish(digest: string, accessedAt: number): void {
-    this.st.beginPublish.run(digest, accessedAt);
+  /** Notes that a verified blob is about to be renamed into place (before the rename), with the links it gets. */
+  beginPublish(digest: string, accessedAt: number, links: readonly RepositoryLink[] = []): void {
+    this.st.beginPublish.run(digest, accessedAt, JSON.stringify(links));
   }
 
   /** The blob is in place: index it (and link it) and close its journal entry, in one transaction. */
-  endPublish(digest: string, size: number, accessedAt: number, links: readonly { registry: string; repository: string }[] = []): void {
+  endPublish(digest: string, size: number, accessedAt: number, links: readonly RepositoryLink[] = []): void {
     this.db.transaction(() => {
       this.putBlob(digest, size, accessedAt);
       for (const l of links) this.st.link.run(l.registry, l.repository, digest);
@@ -83,7 +98,7 @@ export class ContentIndex implements Deferred {
     for (const r of this.st.publishing.all()) {
       const size = sizeOnDisk(r.digest);
       if (size !== null) {
-        this.endPublish(r.digest, size, r.accessed_at);
+        this.endPublish(r.digest, size, r.accessed_at, parseLinks(r.links));
         completed++;
       } else this.st.endPublish.run(r.digest);
     }
@@ -212,9 +227,9 @@ function prepare(db: DB) {
     getBlob: db.prepare('SELECT digest, size, created_at, last_access FROM blobs WHERE digest = ?') as Statement<[string], BlobRow>,
     putBlob: db.prepare('INSERT OR REPLACE INTO blobs (digest, size, created_at, last_access) VALUES (?, ?, ?, ?)') as Statement<[string, number, number, number]>,
     deleteBlob: db.prepare('DELETE FROM blobs WHERE digest = ?') as Statement<[string]>,
-    beginPublish: db.prepare('INSERT OR REPLACE INTO publishing (digest, accessed_at) VALUES (?, ?)') as Statement<[string, number]>,
+    beginPublish: db.prepare('INSERT OR REPLACE INTO publishing (digest, accessed_at, links) VALUES (?, ?, ?)') as Statement<[string, number, string]>,
     endPublish: db.prepare('DELETE FROM publishing WHERE digest = ?') as Statement<[string]>,
-    publishing: db.prepare('SELECT digest, accessed_at FROM publishing') as Statement<[], { digest: string; accessed_at: number }>,
+    publishing: db.prepare('SELECT digest, accessed_at, links FROM publishing') as Statement<[], { digest: string; accessed_at: number; links: string }>,
     getManifest: db.prepare('SELECT digest, media_type, body FROM manifests WHERE digest = ?') as Statement<[string], ManifestRow>,
     hasManifest: db.prepare('SELECT 1 AS one FROM manifests WHERE digest = ?') as Statement<[string], { one: number }>,
     putManifest: db.prepare('INSERT OR IGNORE INTO manifests (digest, media_type, body, created_at, last_access) VALUES (?, ?, ?, ?, ?)') as Statement<[string, string, Buffer, number, number]>,

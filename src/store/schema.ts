@@ -92,6 +92,9 @@ export const MIGRATIONS: readonly string[] = [
      digest TEXT PRIMARY KEY,
      accessed_at INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // 6: the repositories a publish links the blob to, so that completing it after a crash
+  // keeps them (JSON list of {registry, repository}).
+  `ALTER TABLE publishing ADD COLUMN links TEXT NOT NULL DEFAULT '[]';`,
 ];
 
 /** Everything pinned: the pinned manifests and, recursively, every digest they reference. */

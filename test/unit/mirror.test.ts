@@ -256,7 +256,6 @@ t.test('a blob the disk lost: a GET fills it again, a HEAD does not claim it is 
 
 t.test(
   'a prefetched blob cached through another repository is linked to the prefetched one, so it is pulled offline',
-  { todo: 'bug: Mirror.ensureBlob (prefetch, export) returns a blob cached through another repository without confirming and linking it for this one; offline, a pull of the prefetched image is then refused (503) for its shared layers' },
   async (t) => {
     const { up, get, settled, mirror, target, index } = await setup(t);
     // A base layer, pulled first through library/debian, shared by library/nginx.
@@ -280,7 +279,6 @@ t.test(
 
 t.test(
   'a publish completed after a crash keeps the links it was committed with',
-  { todo: 'bug: the publish journal (publishing table) does not record links; recoverPublishes indexes the blob without them, so offline the repository that filled it is refused (503)' },
   async (t) => {
     const { up, get, index, files } = await setup(t);
     const data = randomBytes(20_000);
@@ -288,7 +286,7 @@ t.test(
     // A fill through library/a that crashed after the rename, before the index transaction.
     const w = await files.createWriter(d, {
       journal: {
-        beginPublish: (dg, at) => index.content.beginPublish(dg, at),
+        beginPublish: (dg, at, links) => index.content.beginPublish(dg, at, links),
         endPublish: () => {
           throw new Error('crash');
         },
