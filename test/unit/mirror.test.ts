@@ -23,6 +23,7 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
     logger,
     tagTtlMs: 60_000,
     serveStale: true,
+    revalidateTimeoutMs: 3_000,
   });
   t.teardown(() => mirror.drain(0));
   const target = (name: string): Target => ({ ns: null, name });
