@@ -6,7 +6,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { BlobCache } from '../../src/cache/blobs.js';
-import { FakeUpstream, counterValue, logger, readAll, tempStore } from './fakes.js';
+import { FakeUpstream, counterValue, logger, readAll, tempStore } from '../harness/cache-fakes.js';
 
 async function setup(t: { teardown(fn: () => unknown): void }) {
   const fx = await tempStore(t);

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { sha256 } from '../../src/oci/digest.js';
 import { MEDIA_TYPES } from '../../src/oci/mediatypes.js';
-import { commitBlob, counterValue, tempStore } from './fakes.js';
+import { commitBlob, counterValue, tempStore } from '../harness/cache-fakes.js';
 
 const KB = 1000;
 const blob = () => randomBytes(KB);

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Mirror, type Target } from '../../src/cache/mirror.js';
 import { Upstreams } from '../../src/cache/upstreams.js';
-import { FakeUpstream, logger, readAll, tempStore } from './fakes.js';
+import { FakeUpstream, logger, readAll, tempStore } from '../harness/cache-fakes.js';
 
 async function setup(t: { teardown(fn: () => unknown): void }) {
   const fx = await tempStore(t);
