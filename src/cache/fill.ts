@@ -19,9 +19,11 @@ import { FillReader } from './fill-reader.js';
 
 export { BlobNotFoundError, BlobState };
 
-/** Where the bytes of a fill come from: the upstream today, a site peer later. */
+/** Where the bytes of a fill come from: the upstream, or a site peer. */
 export interface BlobSource {
   readonly name: string;
+  /** A site peer: one more place to ask, whose failures are not what a client is told. */
+  readonly peer?: boolean;
   fetch(digest: string, offset: number, signal: AbortSignal): Promise<BlobAnswer | null>;
 }
 
@@ -34,14 +36,17 @@ export interface FillStore {
 
 export interface FillOptions {
   digest: string;
-  source: BlobSource;
+  /** Tried in order: a source that fails (or has nothing) hands over to the next at the bytes held. */
+  sources?: readonly BlobSource[];
+  /** One source (shorthand for `sources: [source]`). */
+  source?: BlobSource;
   store: FillStore;
   logger: Logger;
   /** How many times an interrupted transfer is resumed with Range. */
   maxResumes: number;
   /** Repositories the committed blob is linked to. */
   links?: readonly { registry: string; repository: string }[];
-  onBytes?: (n: number) => void;
+  onBytes?: (n: number, from: BlobSource) => void;
   /**
    * Makes room on the cache disk for `bytes` more (evicting if it must);
    * false when it cannot. Asked before the size is announced to readers, so
@@ -143,7 +148,7 @@ export class Fill {
   }
 
   private async run(): Promise<void> {
-    const { digest, source, store, logger, maxResumes } = this.opts;
+    const { digest, store, logger, maxResumes } = this.opts;
     try {
       this.writer = await store.createWriter(digest);
       const writer = this.writer;
@@ -160,32 +165,58 @@ export class Fill {
           return ensureRoom(remaining);
         };
       }
+      const sources = this.opts.sources ?? (this.opts.source ? [this.opts.source] : []);
+      const aborted = () => this.abortController.signal.aborted;
+      let at = 0;
       let resumes = 0;
+      /** Why each source gave up; the primary source's reason is the one clients hear. */
+      let primaryFailure: unknown;
+      let lastFailure: unknown;
+      /** Moves on to the next source after `source` failed (resuming at the bytes held); false when none is left. */
+      const nextSource = (source: BlobSource, err: unknown): boolean => {
+        if (!source.peer) primaryFailure = err;
+        lastFailure = err;
+        if (aborted() || at + 1 >= sources.length) return false;
+        at++;
+        logger.warn({ digest, from: source.name, next: sources[at]!.name, offset: writer.bytesAccepted, err: errText(err) }, 'blob source failed; trying the next');
+        return true;
+      };
       for (;;) {
+        const source = sources[at];
+        if (!source) throw new BlobNotFoundError(digest);
         const offset = writer.bytesAccepted;
         let answer: BlobAnswer | null;
         try {
           answer = await source.fetch(digest, offset, this.abortController.signal);
         } catch (err) {
-          if (offset > 0 && resumes < maxResumes && isTransient(err) && !this.abortController.signal.aborted) {
+          if (nextSource(source, err)) continue;
+          if (offset > 0 && resumes < maxResumes && isTransient(err) && !aborted()) {
             resumes++;
             continue;
           }
-          throw err;
+          throw failure(primaryFailure ?? err, digest);
         }
-        if (!answer) throw new BlobNotFoundError(digest);
+        if (!answer) {
+          const missing = new BlobNotFoundError(digest);
+          if (nextSource(source, missing)) continue;
+          throw failure(primaryFailure ?? lastFailure ?? missing, digest);
+        }
         if (!this.readyHandled && answer.size !== undefined && this.opts.ensureRoom && !(await this.opts.ensureRoom(answer.size))) {
           answer.body.destroy();
           throw new NoRoomError(digest, answer.size);
         }
-        if (!this.readyHandled) this.settleReady(answer.size);
-        else if (answer.size !== undefined && this.size !== undefined && answer.size !== this.size) {
+        try {
+          if (!this.readyHandled) this.settleReady(answer.size);
+          else if (answer.size !== undefined && this.size !== undefined && answer.size !== this.size) {
+            throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob size changed between attempts (${this.size} then ${answer.size})`);
+          }
+          if (answer.status === 206 && answer.offset !== offset) {
+            throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `asked for bytes from ${offset}, got from ${answer.offset}`);
+          }
+        } catch (err) {
           answer.body.destroy();
-          throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob size changed between attempts (${this.size} then ${answer.size})`);
-        }
-        if (answer.status === 206 && answer.offset !== offset) {
-          answer.body.destroy();
-          throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `asked for bytes from ${offset}, got from ${answer.offset}`);
+          if (nextSource(source, err)) continue;
+          throw err;
         }
         // A 200 to a resume repeats bytes we already hold: skip them.
         let skip = answer.status === 200 ? offset : 0;
@@ -205,12 +236,14 @@ export class Fill {
             }
             await writer.write(chunk);
             this.remember(chunk);
-            this.opts.onBytes?.(chunk.length);
+            this.opts.onBytes?.(chunk.length, source);
             this.events.emit('progress');
           }
         } catch (err) {
           answer.body.destroy();
-          if (resumes < maxResumes && isTransient(err) && !this.abortController.signal.aborted) {
+          if (!(err instanceof UpstreamError && err.code === 'UPSTREAM_PROTOCOL') && isWriteFailure(err)) throw err;
+          if (nextSource(source, err)) continue;
+          if (resumes < maxResumes && isTransient(err) && !aborted()) {
             resumes++;
             logger.warn({ digest, offset: writer.bytesAccepted, err: errText(err) }, 'upstream transfer interrupted; resuming with Range');
             continue;
@@ -218,12 +251,14 @@ export class Fill {
           throw err;
         }
         if (this.size !== undefined && writer.bytesAccepted < this.size) {
-          if (resumes < maxResumes && !this.abortController.signal.aborted) {
+          const short = new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} ended after ${writer.bytesAccepted} of ${this.size} bytes`);
+          if (nextSource(source, short)) continue;
+          if (resumes < maxResumes && !aborted()) {
             resumes++;
             logger.warn({ digest, offset: writer.bytesAccepted, size: this.size }, 'upstream body ended early; resuming with Range');
             continue;
           }
-          throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} ended after ${writer.bytesAccepted} of ${this.size} bytes`);
+          throw short;
         }
         break;
       }
@@ -261,6 +296,17 @@ export class Fill {
   reader(start: number, end: number): FillReader {
     return new FillReader(this, this.opts.store, start, end);
   }
+}
+
+/** The error a fill ends with: the primary source's, as a client should hear it. */
+function failure(err: unknown, digest: string): unknown {
+  return err ?? new BlobNotFoundError(digest);
+}
+
+/** A failure of our own disk, not of the source: moving on to another source would not help. */
+function isWriteFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' || code === 'EROFS';
 }
 
 function isTransient(err: unknown): boolean {

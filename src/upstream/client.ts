@@ -46,6 +46,8 @@ export interface ClientOptions {
   circuit?: { maxFails?: number; failTimeoutMs?: number };
   /** Socket pool per origin; tests use a tiny keep-alive so the process exits at once. */
   pool?: { connections?: number; keepAliveTimeoutMs?: number };
+  /** Headers that authenticate each attempt (site peers); see transport.ts. */
+  sign?: (method: 'GET' | 'HEAD', target: string) => Record<string, string>;
 }
 
 /** Registries cap manifests at 4 MiB (Distribution's default); more is not a manifest. */
@@ -90,7 +92,7 @@ class UpstreamClient implements RegistryClient {
       maxFails: opts.circuit?.maxFails ?? 3,
       failTimeoutMs: opts.circuit?.failTimeoutMs ?? 10_000,
     });
-    const transport = createTransport({ registry: opts.registry, dispatcher, circuit: this.#circuit, observer: opts.observer, log });
+    const transport = createTransport({ registry: opts.registry, dispatcher, circuit: this.#circuit, observer: opts.observer, log, sign: opts.sign });
     const send = withRetry(transport, {
       maxRetries: opts.retry?.maxRetries ?? 2,
       maxRetryAfterMs: opts.retry?.maxRetryAfterMs ?? 5_000,
@@ -99,11 +101,12 @@ class UpstreamClient implements RegistryClient {
     this.#auth = new Authenticator({ registry: opts.registry, upstream: this.#base, username: opts.username, password: opts.password, send, log });
   }
 
-  #url(path: string, query = ''): URL {
+  #url(path: string, query = '', extra?: Record<string, string>): URL {
     // A base URL with a path prefix (a registry behind a reverse proxy) keeps it.
     const prefix = this.#base.pathname.replace(/\/+$/, '');
     const url = new URL(this.#base.origin + prefix + path);
     url.search = query;
+    for (const [k, v] of Object.entries(extra ?? {})) url.searchParams.set(k, v);
     return url;
   }
 
@@ -119,7 +122,7 @@ class UpstreamClient implements RegistryClient {
   }
 
   async #manifest(method: 'GET' | 'HEAD', repository: string, reference: string, ro?: RequestOptions): Promise<ManifestAnswer | null> {
-    const url = this.#url(`/v2/${encodePath(repository)}/manifests/${encodePath(reference)}`);
+    const url = this.#url(`/v2/${encodePath(repository)}/manifests/${encodePath(reference)}`, '', ro?.query);
     const what = `${method} manifest ${repository}${isDigest(reference) ? '@' : ':'}${reference}`;
     const answer = await this.#exchange('manifest', method, url, pullScope(repository), { accept: ro?.accept || DEFAULT_ACCEPT }, ro);
     if (answer.status === 404) {
@@ -158,7 +161,7 @@ class UpstreamClient implements RegistryClient {
   }
 
   async headBlob(repository: string, digest: string, ro?: RequestOptions): Promise<{ size: number } | null> {
-    const url = this.#url(`/v2/${encodePath(repository)}/blobs/${encodePath(digest)}`);
+    const url = this.#url(`/v2/${encodePath(repository)}/blobs/${encodePath(digest)}`, '', ro?.query);
     const what = `HEAD blob ${repository}@${digest}`;
     const answer = await this.#exchange('blob', 'HEAD', url, pullScope(repository), {}, ro);
     if (answer.status !== 200 && answer.status !== 404) throw await statusError(answer, this.registry, what);
@@ -172,7 +175,7 @@ class UpstreamClient implements RegistryClient {
   async getBlob(repository: string, digest: string, ro?: RequestOptions & { offset?: number }): Promise<BlobAnswer | null> {
     const offset = ro?.offset ?? 0;
     if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`blob offset must be a non-negative integer, got ${offset}`);
-    const url = this.#url(`/v2/${encodePath(repository)}/blobs/${encodePath(digest)}`);
+    const url = this.#url(`/v2/${encodePath(repository)}/blobs/${encodePath(digest)}`, '', ro?.query);
     const what = `GET blob ${repository}@${digest}`;
     const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
     const answer = await this.#exchange('blob', 'GET', url, pullScope(repository), headers, ro);
@@ -199,7 +202,7 @@ class UpstreamClient implements RegistryClient {
   }
 
   async getTags(repository: string, query: string, ro?: RequestOptions): Promise<{ body: Buffer; link?: string } | null> {
-    const url = this.#url(`/v2/${encodePath(repository)}/tags/list`, query.replace(/^\?/, ''));
+    const url = this.#url(`/v2/${encodePath(repository)}/tags/list`, query.replace(/^\?/, ''), ro?.query);
     const answer = await this.#exchange('tags', 'GET', url, pullScope(repository), { accept: 'application/json' }, ro);
     if (answer.status === 404) {
       answer.discard();

@@ -43,6 +43,8 @@ export interface TransportOptions {
   circuit: Circuit;
   observer?: ((e: UpstreamEvent) => void) | undefined;
   log: Logger;
+  /** Headers that authenticate each attempt on its own (site peers sign method and target per request). */
+  sign?: ((method: 'GET' | 'HEAD', target: string) => Record<string, string>) | undefined;
 }
 
 /** Registries log it; "undici" would tell an operator nothing. */
@@ -121,12 +123,13 @@ export function createTransport(opts: TransportOptions): Send {
     circuit.admit();
     const started = performance.now();
     let res: Dispatcher.ResponseData;
+    const path = ex.url.pathname + ex.url.search;
     try {
       res = await dispatcher.request({
         origin: ex.url.origin,
-        path: ex.url.pathname + ex.url.search,
+        path,
         method: ex.method,
-        headers: { 'user-agent': USER_AGENT, ...ex.headers },
+        headers: { 'user-agent': USER_AGENT, ...ex.headers, ...opts.sign?.(ex.method, path) },
         signal: ex.signal,
       });
     } catch (err) {

@@ -65,6 +65,8 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Request id of the client request that caused this, for log correlation. */
   reqId?: string;
+  /** Query parameters to add (a site peer is told the upstream with `ns`). */
+  query?: Record<string, string>;
 }
 
 export interface UpstreamEvent {
