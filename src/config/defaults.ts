@@ -65,6 +65,19 @@ export const DEFAULTS = deepFreeze({
     prefetch_labels: [] as string[],
     prefetch_preheat: true,
   },
+  /**
+   * Applied only when a [peers] section (or a BERTH_PEERS_* key) exists; berth's
+   * own tuning keys: DNS re-resolution, and how long a peer may take to connect,
+   * to send its first byte, and between two body chunks before the next source is
+   * tried; and how far a signed request's time may be from ours.
+   */
+  peers: {
+    resolve_interval: '30s',
+    connect_timeout: '1s',
+    header_timeout: '10s',
+    body_timeout: '30s',
+    clock_window: '30s',
+  },
   /** Keys every [[prefetch]] gets unless it sets them: the node's own platform. */
   prefetchKeys: {
     platforms: [`linux/${OCI_ARCH[process.arch] ?? process.arch}`],

@@ -6,7 +6,7 @@
 import { accessSync, constants } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError } from './errors.js';
-import { Secret } from './secret.js';
+import { Secret, SiteKey } from './secret.js';
 import { formatDuration, parseDuration, parseSize } from './units.js';
 import { show } from './values.js';
 
@@ -111,6 +111,21 @@ export class Fields {
   }
 
   /**
+   * An inline table (`kubernetes = { namespace = "berth", … }`) as Fields of its
+   * own, so its keys are named in full ("peers.kubernetes.namespace").
+   */
+  table(name: string, example: string): Fields | undefined {
+    const entry = this.entries.get(name);
+    if (entry === undefined) return undefined;
+    const v = entry.value;
+    if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Date) {
+      this.fail(name, `expected an inline table, got ${describe(v)} (e.g. ${name} = ${example})`);
+    }
+    const entries = new Map<string, Entry>(Object.entries(v).map(([key, value]) => [key, { value, origin: entry.origin }]));
+    return new Fields(this.key(name), entries, entry.origin, this.cwd);
+  }
+
+  /**
    * @param positive zero is refused (a zero timeout or interval makes no sense)
    * @param timer the value feeds setTimeout, so it must fit TIMER_MAX_MS
    */
@@ -155,5 +170,12 @@ export class Fields {
     const path = this.path(name);
     if (path === undefined) return undefined;
     return new Secret(this.entries.get(name)?.origin ?? this.origin, this.key(name), path);
+  }
+
+  /** A site key file ([peers] key_file): a secret of bytes, read where it is used like secret(). */
+  siteKey(name: string): SiteKey | undefined {
+    const path = this.path(name);
+    if (path === undefined) return undefined;
+    return new SiteKey(this.entries.get(name)?.origin ?? this.origin, this.key(name), path);
   }
 }

@@ -18,6 +18,8 @@ export interface Layers {
   log: Fields;
   /** null when neither the file nor the environment mentions Harbor. */
   harbor: Fields | null;
+  /** null when neither the file nor the environment mentions peers. */
+  peers: Fields | null;
   upstreams: Fields[];
   prefetch: Fields[];
   /** BERTH_* variables that name no key, ignored. */
@@ -104,7 +106,8 @@ interface Overrides {
  * BERTH_PORT=tcp://… into every pod of a namespace with a Service named
  * berth (BERTH_SERVER_PORT for berth-server…), and a daemon that refused
  * those would crash-loop on every node. A bad value for a real key is still
- * an error, as is a key set where it cannot be (a list section, a password).
+ * an error, as is a key set where it cannot be (a list section, an inline
+ * table such as peers.kubernetes, a password).
  */
 function envOverrides(env: NodeJS.ProcessEnv): Overrides {
   const sections = new Map<TableSection, Map<string, Entry>>();
@@ -138,6 +141,9 @@ function envOverrides(env: NodeJS.ProcessEnv): Overrides {
     if (!Object.hasOwn(kinds, key) && !(key === 'password' && Object.hasOwn(kinds, 'password_file'))) {
       warnings.push(ignored(name, dotted, `unknown key (known: ${Object.keys(kinds).join(', ')})`));
       continue;
+    }
+    if (kinds[key] === 'table') {
+      throw new ConfigError(origin, dotted, `is an inline table and can be set in the config file only`);
     }
     let value: unknown = raw;
     if (kinds[key] === 'bool') value = coerceBool(raw, origin, dotted);
@@ -192,6 +198,8 @@ export function buildLayers(doc: Doc | null, file: string, env: NodeJS.ProcessEn
     log: table('log', DEFAULTS.log),
     // Harbor is optional: its defaults apply only once the file or a variable mentions it.
     harbor: doc?.harbor !== undefined || fromEnv.has('harbor') ? table('harbor', DEFAULTS.harbor) : null,
+    // So are peers; a service-link variable (BERTH_PEERS_PORT…) is no key, so it does not switch them on.
+    peers: doc?.peers !== undefined || fromEnv.has('peers') ? table('peers', DEFAULTS.peers) : null,
     upstreams: list('upstream', DEFAULTS.upstreamKeys, DEFAULTS.upstream),
     prefetch: list('prefetch', DEFAULTS.prefetchKeys, []),
     warnings,

@@ -12,8 +12,8 @@ import { BUILT_IN, ConfigError, type ConfigWarning } from './errors.js';
 import { deepFreeze } from './freeze.js';
 import { buildLayers, readToml } from './layers.js';
 import { SECRET_KEYS } from './schema.js';
-import { REDACTED } from './secret.js';
-import { buildCache, buildHarbor, buildLog, buildPrefetch, buildServer, buildUpstreams } from './sections.js';
+import { REDACTED, Secret, SiteKey } from './secret.js';
+import { buildCache, buildHarbor, buildLog, buildPeers, buildPrefetch, buildServer, buildUpstreams } from './sections.js';
 import type { Config } from './types.js';
 
 export { ConfigError, type ConfigWarning } from './errors.js';
@@ -62,13 +62,14 @@ export function loadConfigWithWarnings(opts: LoadOptions = {}): LoadedConfig {
   const cache = buildCache(layers.cache);
   const log = buildLog(layers.log);
   const harbor = layers.harbor === null ? null : buildHarbor(layers.harbor);
+  const peers = layers.peers === null ? null : buildPeers(layers.peers, server);
   if (layers.upstreams.length === 0) {
     throw new ConfigError(label, 'upstream', 'is empty: berth needs at least one [[upstream]] (registry and url)');
   }
   const upstreams = buildUpstreams(layers.upstreams, harbor);
   const prefetch = buildPrefetch(layers.prefetch, upstreams);
 
-  const config: Config = { source, server, cache, log, upstreams, harbor, prefetch };
+  const config: Config = { source, server, cache, log, upstreams, harbor, peers, prefetch };
   deepFreeze(config);
   return { config, warnings: layers.warnings };
 }
@@ -79,12 +80,13 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 }
 
 /**
- * Reads every secret the config names and returns the problems, each a
+ * Reads every secret the config names (password_file, the site key_file with
+ * its 32-byte minimum) and returns the problems, each a
  * ConfigError naming the key and the file. `berth serve` refuses to start on
  * the first (its daemon uses them all); `berth config` reports them.
  */
 export function unreadableSecrets(config: Config): ConfigError[] {
-  const secrets = [...config.upstreams.map((u) => u.password), config.harbor?.password];
+  const secrets = [...config.upstreams.map((u) => u.password), config.harbor?.password, config.peers?.key];
   const problems: ConfigError[] = [];
   for (const secret of secrets) {
     try {
@@ -100,6 +102,7 @@ export function unreadableSecrets(config: Config): ConfigError[] {
 function redact(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(redact);
   if (typeof value !== 'object' || value === null) return value;
+  if (value instanceof Secret || value instanceof SiteKey) return REDACTED;
   const out: Record<string, unknown> = {};
   for (const [key, child] of Object.entries(value)) {
     out[key] = SECRET_KEYS.has(key) && child !== undefined ? REDACTED : redact(child);

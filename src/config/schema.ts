@@ -3,11 +3,14 @@
  * The kind decides how a BERTH_<SECTION>_<KEY> string is coerced; the key
  * lists are what "unknown key" is measured against.
  */
-export type Kind = 'string' | 'bool' | 'list' | 'duration' | 'size';
+export type Kind = 'string' | 'bool' | 'list' | 'duration' | 'size' | 'table';
 
 type Keys = Readonly<Record<string, Kind>>;
 
-/** Sections that are one table ([server]); these can be overridden from the environment. */
+/**
+ * Sections that are one table ([server]); their keys can be overridden from the
+ * environment, except a 'table' key (an inline table such as peers.kubernetes).
+ */
 export const TABLE_SECTIONS = {
   server: { listen: 'string', tls_cert_file: 'string', tls_key_file: 'string', drain_timeout: 'duration' },
   cache: { dir: 'string', max_size: 'size', tag_ttl: 'duration', serve_stale: 'bool', revalidate_timeout: 'duration', prefetch_interval: 'duration' },
@@ -24,6 +27,22 @@ export const TABLE_SECTIONS = {
     on_expired: 'string',
     prefetch_labels: 'list',
     prefetch_preheat: 'bool',
+  },
+  peers: {
+    listen: 'string',
+    key_file: 'string',
+    members: 'list',
+    dns: 'string',
+    // An inline table: set in the file only, like the list sections.
+    kubernetes: 'table',
+    tls_cert_file: 'string',
+    tls_key_file: 'string',
+    ca_file: 'string',
+    resolve_interval: 'duration',
+    connect_timeout: 'duration',
+    header_timeout: 'duration',
+    body_timeout: 'duration',
+    clock_window: 'duration',
   },
 } as const satisfies Record<string, Keys>;
 
@@ -60,5 +79,8 @@ export function isListSection(name: string): name is ListSection {
   return Object.hasOwn(LIST_SECTIONS, name);
 }
 
-/** Keys that hold a secret value, wherever they appear; never echoed, redacted on output. */
+/**
+ * Keys that hold a secret value, wherever they appear; never echoed, redacted on output.
+ * (A Secret or SiteKey object is redacted whatever its key: see redactedConfig.)
+ */
 export const SECRET_KEYS: ReadonlySet<string> = new Set(['password']);

@@ -10,6 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
+import { loadSiteKey, SiteKeyError } from '../peers/auth.js';
 import { ConfigError } from './errors.js';
 import { show } from './values.js';
 
@@ -50,6 +51,60 @@ export class Secret {
     if (value === '') throw new ConfigError(this.file, this.key, `${show(this.path)} is empty`);
     this.#value = value;
     return value;
+  }
+
+  toJSON(): string {
+    return REDACTED;
+  }
+
+  toString(): string {
+    return REDACTED;
+  }
+
+  [inspect.custom](): string {
+    return REDACTED;
+  }
+}
+
+/**
+ * `[peers] key_file`: the site key, a Secret of bytes rather than text. Read
+ * where it is used like any secret (and by `berth serve` at start-up through
+ * unreadableSecrets), with loadSiteKey's rules: surrounding whitespace
+ * removed, at least 32 bytes left. Prints as "<redacted>" like Secret.
+ */
+export class SiteKey {
+  /**
+   * @param file where key_file was set (ConfigError.file)
+   * @param key the dotted key ("peers.key_file")
+   * @param path the key file, absolute
+   */
+  constructor(
+    readonly file: string,
+    readonly key: string,
+    readonly path: string,
+  ) {}
+
+  #value: Buffer | undefined;
+
+  /**
+   * The key bytes, read on first use and kept. A ConfigError names the key, the
+   * file and the path when the file cannot be read or is too short; the
+   * contents never reach a message.
+   */
+  reveal(): Buffer {
+    if (this.#value !== undefined) return this.#value;
+    try {
+      this.#value = loadSiteKey(this.path);
+    } catch (err) {
+      if (!(err instanceof SiteKeyError)) throw err;
+      // SiteKeyError says "site key file <path>: <problem>"; the key name says the first half here.
+      const problem = err.message.slice(`site key file ${err.file}: `.length);
+      const code = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+      const uid = process.getuid?.();
+      const hint = (code === 'EACCES' || code === 'EPERM') && uid !== undefined ? ` (uid ${uid})` : '';
+      throw new ConfigError(this.file, this.key, `${show(this.path)} ${problem}${hint}`);
+    }
+    return this.#value;
   }
 
   toJSON(): string {

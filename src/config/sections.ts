@@ -3,11 +3,24 @@
  * schema is read here exactly once; unknown keys are refused before any other
  * check so a typo is reported as itself.
  */
+import { isIP, isIPv6 } from 'node:net';
 import { formatImageReference, parseImageReference } from '../oci/paths.js';
+import { parseMember, type PeerAddress } from '../peers/membership.js';
 import type { Fields } from './fields.js';
 import { LIST_SECTIONS, TABLE_SECTIONS } from './schema.js';
-import type { Config, HarborConfig, PrefetchConfig, UpstreamConfig } from './types.js';
-import { checkLogLevel, checkPlatform, checkProjectName, parseHttpUrl, parseListen, parseRegistryHost, show } from './values.js';
+import type { Config, HarborConfig, PeerMembershipConfig, PeersConfig, PrefetchConfig, UpstreamConfig } from './types.js';
+import { formatDuration } from './units.js';
+import {
+  checkDnsLabel,
+  checkLogLevel,
+  checkPlatform,
+  checkProjectName,
+  checkServiceName,
+  parseHttpUrl,
+  parseListen,
+  parseRegistryHost,
+  show,
+} from './values.js';
 
 type Credentials = Pick<UpstreamConfig, 'username' | 'password' | 'passwordFile'>;
 
@@ -28,18 +41,26 @@ function credentials(f: Fields): Credentials {
   return { username, password: secret, passwordFile: secret.path };
 }
 
-export function buildServer(f: Fields): Config['server'] {
-  f.checkKnown(keysOf(TABLE_SECTIONS.server));
-  const { listen, host, port } = f.checked('listen', f.required('listen', '127.0.0.1:5050'), parseListen);
-  const server: Config['server'] = { listen, host, port, drainTimeoutMs: f.duration('drain_timeout', { timer: true }) };
+/** tls_cert_file and tls_key_file, both or neither, each readable now. */
+function tlsPair(f: Fields): { certFile: string; keyFile: string } | null {
   const hasCert = f.has('tls_cert_file');
   if (hasCert !== f.has('tls_key_file')) {
     f.fail(hasCert ? 'tls_key_file' : 'tls_cert_file', 'missing: tls_cert_file and tls_key_file go together');
   }
-  const cert = f.readablePath('tls_cert_file');
-  const key = f.readablePath('tls_key_file');
-  if (cert !== undefined) server.tlsCertFile = cert;
-  if (key !== undefined) server.tlsKeyFile = key;
+  const certFile = f.readablePath('tls_cert_file');
+  const keyFile = f.readablePath('tls_key_file');
+  return certFile === undefined || keyFile === undefined ? null : { certFile, keyFile };
+}
+
+export function buildServer(f: Fields): Config['server'] {
+  f.checkKnown(keysOf(TABLE_SECTIONS.server));
+  const { listen, host, port } = f.checked('listen', f.required('listen', '127.0.0.1:5050'), parseListen);
+  const server: Config['server'] = { listen, host, port, drainTimeoutMs: f.duration('drain_timeout', { timer: true }) };
+  const tls = tlsPair(f);
+  if (tls !== null) {
+    server.tlsCertFile = tls.certFile;
+    server.tlsKeyFile = tls.keyFile;
+  }
   return server;
 }
 
@@ -127,4 +148,89 @@ export function buildPrefetch(list: readonly Fields[], upstreams: readonly Upstr
     if (platforms.length === 0) f.fail('platforms', "is empty: list at least one, or leave the key out for this node's platform");
     return { image: formatImageReference(ref), platforms };
   });
+}
+
+const MEMBERSHIP_KEYS = ['members', 'dns', 'kubernetes'] as const;
+const MEMBERSHIP_HINT = 'members = ["10.0.0.11:5051", …], dns = "name:port" or kubernetes = { namespace, service, port }';
+const KUBERNETES_EXAMPLE = '{ namespace = "berth", service = "berth-peers", port = "peer" }';
+/** A longer window lets a captured request be replayed for longer; clocks that far apart want NTP instead. */
+const MAX_CLOCK_WINDOW_MS = 5 * 60_000;
+
+/** Would the containerd listener and the peer listener want the same socket? */
+function sameSocket(peer: PeerAddress, server: Config['server']): boolean {
+  if (peer.port !== server.port) return false;
+  const host = isIPv6(server.host) ? new URL(`http://[${server.host}]/`).hostname.slice(1, -1) : server.host.toLowerCase();
+  return host === peer.host || host === '0.0.0.0' || host === '::';
+}
+
+function buildMembership(f: Fields): PeerMembershipConfig {
+  const given = MEMBERSHIP_KEYS.filter((k) => f.has(k));
+  const [kind, other] = given;
+  if (kind === undefined) f.fail('members', `missing: [peers] needs exactly one of ${MEMBERSHIP_HINT}`);
+  if (other !== undefined) f.fail(other, `${f.key(kind)} is set too: [peers] takes exactly one of members, dns or kubernetes`);
+
+  if (kind === 'members') {
+    const members: string[] = [];
+    for (const text of f.list('members')) {
+      const { id } = f.checked('members', text, parseMember);
+      if (members.includes(id)) f.fail('members', `${show(text)} is listed twice (as ${show(id)})`);
+      members.push(id);
+    }
+    if (members.length === 0) f.fail('members', 'is empty: list every berth of the site, e.g. ["10.0.0.11:5051", "10.0.0.12:5051"]');
+    return { kind: 'static', members };
+  }
+
+  if (kind === 'dns') {
+    const { host, port } = f.checked('dns', f.required('dns', 'berth-peers.berth.svc.cluster.local:5051'), parseMember);
+    if (isIP(host) !== 0) {
+      f.fail('dns', `${show(host)} is an address, not a name whose A/AAAA records list the members (for fixed addresses use members = [...])`);
+    }
+    return { kind: 'dns', name: host, port };
+  }
+
+  const k = f.table('kubernetes', KUBERNETES_EXAMPLE) ?? f.fail('kubernetes', `missing (e.g. kubernetes = ${KUBERNETES_EXAMPLE})`);
+  k.checkKnown(['namespace', 'service', 'port']);
+  return {
+    kind: 'kubernetes',
+    namespace: k.checked('namespace', k.required('namespace', 'berth'), (s) => checkDnsLabel(s, 'a namespace')),
+    service: k.checked('service', k.required('service', 'berth-peers'), checkServiceName),
+    port: k.checked('port', k.required('port', 'peer'), (s) => checkDnsLabel(s, "a Service port's name")),
+  };
+}
+
+export function buildPeers(f: Fields, server: Config['server']): PeersConfig {
+  f.checkKnown(keysOf(TABLE_SECTIONS.peers));
+  const self = f.checked('listen', f.required('listen', '10.0.0.11:5051'), parseMember);
+  if (sameSocket(self, server)) {
+    f.fail('listen', `${show(self.id)} is also server.listen (${show(server.listen)}): the peer listener needs an address or port of its own`);
+  }
+  f.required('key_file', '/etc/berth/site.key');
+  const key = f.siteKey('key_file') ?? f.fail('key_file', 'missing');
+  const membership = buildMembership(f);
+  const tls = tlsPair(f);
+  const peers: PeersConfig = {
+    listen: self.id,
+    host: self.host,
+    port: self.port,
+    key,
+    keyFile: key.path,
+    membership,
+    tls,
+    resolveIntervalMs: f.duration('resolve_interval', TIMER),
+    timeouts: {
+      connectMs: f.duration('connect_timeout', TIMER),
+      headersMs: f.duration('header_timeout', TIMER),
+      bodyIdleMs: f.duration('body_timeout', TIMER),
+    },
+    clockWindowMs: f.duration('clock_window', { positive: true }),
+  };
+  if (peers.clockWindowMs > MAX_CLOCK_WINDOW_MS) {
+    f.fail('clock_window', `is more than ${formatDuration(MAX_CLOCK_WINDOW_MS)}: a captured request could be replayed for that long; keep the nodes' clocks in step (NTP) instead`);
+  }
+  const ca = f.readablePath('ca_file');
+  if (ca !== undefined) {
+    if (tls === null) f.fail('ca_file', 'needs tls_cert_file and tls_key_file: peers speak TLS only when they serve it');
+    peers.caFile = ca;
+  }
+  return peers;
 }

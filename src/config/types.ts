@@ -3,10 +3,10 @@
  * milliseconds and sizes are bytes here; the TOML file spells them as strings
  * ("90s", "20GiB") and `load.ts` converts them in one place.
  */
-import type { Secret } from './secret.js';
+import type { Secret, SiteKey } from './secret.js';
 
 export interface TimeoutConfig {
-  /** TCP (and TLS) connect to an upstream. */
+  /** TCP (and TLS) connect to an upstream (or a peer). */
   connectMs: number;
   /** From request sent to response headers received. */
   headersMs: number;
@@ -47,6 +47,37 @@ export interface HarborConfig {
   prefetchPreheat: boolean;
 }
 
+/** Where the site's members come from: exactly one of `members`, `dns`, `kubernetes`. */
+export type PeerMembershipConfig =
+  /** `members = [...]`: each in parseMember's normal form, in the order written, no duplicates; may include this node. */
+  | { kind: 'static'; members: string[] }
+  /** `dns = "name:port"`: the name's A/AAAA records, each with `port`; re-resolved every resolveIntervalMs. */
+  | { kind: 'dns'; name: string; port: number }
+  /** `kubernetes = { namespace, service, port }`: the ready endpoints of that Service's EndpointSlices; `port` is the port's name. */
+  | { kind: 'kubernetes'; namespace: string; service: string; port: string };
+
+export interface PeersConfig {
+  /** The peer listener, in parseMember's normal form ("10.0.0.11:5051", "[fd00::11]:5051"): this node's id among the members. */
+  listen: string;
+  /** listen's host without brackets, as net.Server.listen wants it. */
+  host: string;
+  port: number;
+  /** key_file's bytes (surrounding whitespace removed, >= 32 bytes), read when first used; never logged. */
+  key: SiteKey;
+  keyFile: string;
+  membership: PeerMembershipConfig;
+  /** TLS on the peer listener, and https:// to the other peers; null: plain HTTP. */
+  tls: { certFile: string; keyFile: string } | null;
+  /** Verifies the other peers' certificates (only with tls). Absent: the system CAs. */
+  caFile?: string;
+  /** DNS membership: time between two look-ups. */
+  resolveIntervalMs: number;
+  /** To a peer: connect, first byte of the answer, longest silence in a body; past them the next source is tried. */
+  timeouts: TimeoutConfig;
+  /** How far a signed request's time may be from ours (ReplayGuard's windowMs). */
+  clockWindowMs: number;
+}
+
 export interface PrefetchConfig {
   image: string;
   platforms: string[];
@@ -80,5 +111,7 @@ export interface Config {
   };
   upstreams: UpstreamConfig[];
   harbor: HarborConfig | null;
+  /** null without a [peers] section: this node is a site of one. */
+  peers: PeersConfig | null;
   prefetch: PrefetchConfig[];
 }

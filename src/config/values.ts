@@ -89,6 +89,22 @@ export function checkPlatform(s: string): string {
   return s;
 }
 
+/** An RFC 1123 label, as Kubernetes names namespaces and Service ports: "berth", "peer". */
+export function checkDnsLabel(s: string, what: string): string {
+  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s)) {
+    throw new Error(`${show(s)} is not ${what} (a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit)`);
+  }
+  return s;
+}
+
+/** An RFC 1035 label, as Kubernetes names Services: like a DNS label, but starting with a letter. */
+export function checkServiceName(s: string): string {
+  if (!/^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s)) {
+    throw new Error(`${show(s)} is not a Service name (at most 63 lower-case letters, digits and '-', starting with a letter and ending with a letter or digit)`);
+  }
+  return s;
+}
+
 export function checkLogLevel(s: string): LogLevel {
   const level = LOG_LEVELS.find((l) => l === s);
   if (level === undefined) throw new Error(`${show(s)} is not a log level (one of ${LOG_LEVELS.join(', ')})`);

@@ -6,13 +6,15 @@ import { inspect } from 'node:util';
 import t from 'tap';
 import { DEFAULTS } from '../../src/config/defaults.js';
 import { ConfigError, loadConfig, loadConfigWithWarnings, redactedConfig, resolveConfigPath, unreadableSecrets } from '../../src/config/load.js';
-import { Secret } from '../../src/config/secret.js';
+import { Secret, SiteKey } from '../../src/config/secret.js';
 import type { Config } from '../../src/config/types.js';
 import { berthServiceLinks } from '../harness/service-links.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const EXAMPLE = join(REPO, 'config/berth.toml');
 const SECRET = 'hunter2-s3cr3t';
+/** What `head -c 32 /dev/urandom | base64` writes: 44 characters and a newline. */
+const SITE_KEY = 'q3J0c2l0ZWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY=\n';
 const GiB = 2 ** 30;
 
 /** What the helpers need from a test: the root `t` and subtests both fit. */
@@ -68,6 +70,7 @@ t.test('built-in defaults load with no file and no environment', async (t) => {
       },
     ],
     harbor: null,
+    peers: null,
     prefetch: [],
   });
   t.equal(loadConfig({ file: null, env: {}, cwd }).cache.dir, join(cwd, 'var/berth'), 'file: null is the same');
@@ -204,6 +207,7 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
       prefetchLabels: ['edge-site'],
       prefetchPreheat: false,
     },
+    peers: null,
     prefetch: [
       { image: 'docker.io/library/nginx:1.27', platforms: ['linux/amd64', 'linux/arm64/v8'] },
       { image: `harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}`, platforms: DEFAULTS.prefetchKeys.platforms },
@@ -313,6 +317,7 @@ t.test('a BERTH_* name that is no key is a warning and ignored (Kubernetes servi
   const { config, warnings } = loadConfigWithWarnings({ env: links, cwd });
   t.same(config, loadConfig({ env: {}, cwd }), 'the config is what it is without them');
   t.equal(config.harbor, null, 'BERTH_HARBOR_* service links do not switch Harbor on');
+  t.equal(config.peers, null, 'BERTH_PEERS_* service links (a Service named berth-peers) do not switch peers on');
   t.same(warnings.map((w) => w.file).sort(), Object.keys(links).map((n) => `environment ${n}`).sort(), 'one warning per variable');
   for (const w of warnings) {
     t.match(w.message, /ignored/, w.message);
@@ -322,6 +327,8 @@ t.test('a BERTH_* name that is no key is a warning and ignored (Kubernetes servi
   }
   t.match(warnings.find((w) => w.file === 'environment BERTH_SERVER_PORT'), { key: 'server.port', message: /unknown key \(known: listen, / });
   t.match(warnings.find((w) => w.file === 'environment BERTH_PORT'), { key: 'port', message: /no such section/ });
+  t.match(warnings.find((w) => w.file === 'environment BERTH_PEERS_PORT'), { key: 'peers.port', message: /unknown key \(known: listen, key_file, / });
+  t.match(warnings.find((w) => w.file === 'environment BERTH_PEERS_SERVICE_PORT_PEERS'), { key: 'peers.service_port_peers', message: /service links of a Service named "berth-peers"/ });
   t.match(warnings.find((w) => w.file === 'environment BERTH_UPSTREAM_PORT'), { key: 'upstream.port' });
 
   const other: [NodeJS.ProcessEnv, string, RegExp][] = [
@@ -347,7 +354,7 @@ t.test('every kind of bad value or unknown key names the key and the file', asyn
   const up = (body: string) => `[[upstream]]\nregistry = "docker.io"\nurl = "https://registry-1.docker.io"\n${body}\n`;
   const harbor = (body: string) => `[harbor]\nurl = "https://harbor.example.com"\n${body}\n`;
   const cases: [string, string, RegExp][] = [
-    ['foo = 1', 'foo', /unknown key at the top level \(known sections: server, cache, log, harbor, upstream, prefetch\)/],
+    ['foo = 1', 'foo', /unknown key at the top level \(known sections: server, cache, log, harbor, peers, upstream, prefetch\)/],
     ['[servr]', 'servr', /unknown key at the top level/],
     ['server = 5', 'server', /expected a \[server\] table/],
     ['[upstream]\nregistry = "docker.io"', 'upstream', /write \[\[upstream\]\], not \[upstream\]/],
@@ -553,6 +560,7 @@ t.test('the example config/berth.toml loads as it is', async (t) => {
   const c = loadConfig({ file: EXAMPLE, env: {}, cwd: tempDir(t) });
   t.equal(c.source, EXAMPLE);
   t.equal(c.harbor, null, 'Harbor stays off until an operator fills it in');
+  t.equal(c.peers, null, 'and so do peers');
   t.match(c.upstreams, [{ registry: 'docker.io', timeouts: { connectMs: 5_000 } }]);
 });
 
@@ -564,6 +572,8 @@ t.test('the example with every optional key uncommented loads too', async (t) =>
     .join('\n')
     .replaceAll('/etc/berth/', `${dir}/`);
   for (const m of text.matchAll(/_file = "([^"]+)"/g)) write(dir, m[1]!.slice(dir.length + 1), `${SECRET}\n`);
+  // The site key has a minimum length (32 bytes) no password has.
+  write(dir, 'site.key', SITE_KEY);
   const file = write(dir, 'berth.toml', text);
   const c = loadConfig({ file, env: {}, cwd: dir });
   t.equal(c.cache.dir, '/var/cache/berth');
@@ -575,4 +585,219 @@ t.test('the example with every optional key uncommented loads too', async (t) =>
   t.equal(c.upstreams[0]?.password?.reveal(), SECRET);
   t.equal(c.harbor?.password?.reveal(), SECRET);
   t.same(c.prefetch, [{ image: 'docker.io/library/nginx:1.27', platforms: ['linux/amd64', 'linux/arm64/v8'] }]);
+  t.match(c.peers, {
+    listen: '10.0.0.11:5051',
+    keyFile: join(dir, 'site.key'),
+    membership: { kind: 'static', members: ['10.0.0.11:5051', '10.0.0.12:5051', '10.0.0.13:5051'] },
+    tls: { certFile: join(dir, 'tls/peer.crt'), keyFile: join(dir, 'tls/peer.key') },
+    caFile: join(dir, 'site-ca.crt'),
+  });
+  t.equal(c.peers?.key.reveal().toString(), SITE_KEY.trim());
+});
+
+/** A [peers] section with its key file (and any other file it names) in a fresh dir. */
+function peersDir(t: Test): string {
+  const dir = tempDir(t);
+  write(dir, 'site.key', SITE_KEY);
+  write(dir, 'tls/peer.crt', 'cert');
+  write(dir, 'tls/peer.key', 'key');
+  write(dir, 'site-ca.crt', 'ca');
+  return dir;
+}
+
+const PEERS = '[peers]\nlisten = "10.0.0.11:5051"\nkey_file = "site.key"\n';
+
+t.test('[peers] with each membership source', async (t) => {
+  const dir = peersDir(t);
+  const load = (text: string) => loadConfig({ file: write(dir, 'berth.toml', text), env: {}, cwd: dir });
+  const file = join(dir, 'berth.toml');
+  const key = new SiteKey(file, 'peers.key_file', join(dir, 'site.key'));
+
+  const full = load(`
+[server]
+listen = "127.0.0.1:5050"
+
+[peers]
+listen = "[FD00:0:0::11]:5051"
+key_file = "site.key"
+members = ["[fd00::11]:5051", "10.0.0.12:5051", "Node-3.Site.Example.:5051"]
+tls_cert_file = "tls/peer.crt"
+tls_key_file = "tls/peer.key"
+ca_file = "site-ca.crt"
+resolve_interval = "1m"
+connect_timeout = "500ms"
+header_timeout = "5s"
+body_timeout = "20s"
+clock_window = "10s"
+`);
+  t.same(full.peers, {
+    listen: '[fd00::11]:5051',
+    host: 'fd00::11',
+    port: 5051,
+    key,
+    keyFile: join(dir, 'site.key'),
+    membership: { kind: 'static', members: ['[fd00::11]:5051', '10.0.0.12:5051', 'node-3.site.example:5051'] },
+    tls: { certFile: join(dir, 'tls/peer.crt'), keyFile: join(dir, 'tls/peer.key') },
+    caFile: join(dir, 'site-ca.crt'),
+    resolveIntervalMs: 60_000,
+    timeouts: { connectMs: 500, headersMs: 5_000, bodyIdleMs: 20_000 },
+    clockWindowMs: 10_000,
+  }, 'static: every key, addresses in their normal form');
+  t.ok(full.peers?.key.reveal().equals(Buffer.from(SITE_KEY.trim())), 'the key is the file without its newline');
+  t.ok(Object.isFrozen(full.peers?.membership), 'frozen like the rest');
+
+  t.same(load(`${PEERS}dns = "Berth-Peers.berth.svc.cluster.local:5051"\n`).peers?.membership, { kind: 'dns', name: 'berth-peers.berth.svc.cluster.local', port: 5051 }, 'dns');
+  t.same(
+    load(`${PEERS}kubernetes = { namespace = "berth", service = "berth-peers", port = "peer" }\n`).peers?.membership,
+    { kind: 'kubernetes', namespace: 'berth', service: 'berth-peers', port: 'peer' },
+    'kubernetes',
+  );
+  t.same(
+    load(`${PEERS}[peers.kubernetes]\nnamespace = "edge-1"\nservice = "b2"\nport = "p-5051"\n`).peers?.membership,
+    { kind: 'kubernetes', namespace: 'edge-1', service: 'b2', port: 'p-5051' },
+    'kubernetes as a sub-table',
+  );
+});
+
+t.test('[peers] defaults', async (t) => {
+  const dir = peersDir(t);
+  const c = loadConfig({ file: write(dir, 'berth.toml', `${PEERS}members = ["10.0.0.12:5051"]\n`), env: {}, cwd: dir });
+  t.same(c.peers, {
+    listen: '10.0.0.11:5051',
+    host: '10.0.0.11',
+    port: 5051,
+    key: new SiteKey(join(dir, 'berth.toml'), 'peers.key_file', join(dir, 'site.key')),
+    keyFile: join(dir, 'site.key'),
+    membership: { kind: 'static', members: ['10.0.0.12:5051'] },
+    tls: null,
+    resolveIntervalMs: 30_000,
+    timeouts: { connectMs: 1_000, headersMs: 10_000, bodyIdleMs: 30_000 },
+    clockWindowMs: 30_000,
+  });
+  t.same(DEFAULTS.peers, { resolve_interval: '30s', connect_timeout: '1s', header_timeout: '10s', body_timeout: '30s', clock_window: '30s' });
+});
+
+t.test('every [peers] mistake names its key', async (t) => {
+  const members = 'members = ["10.0.0.12:5051"]';
+  const peers = (body: string) => `${PEERS}${body}\n`;
+  const cases: [string, string, RegExp][] = [
+    [`[peers]\nkey_file = "site.key"\n${members}`, 'peers.listen', /missing \(e\.g\. listen = "10\.0\.0\.11:5051"\)/],
+    [`[peers]\nlisten = "0.0.0.0:5051"\nkey_file = "site.key"\n${members}`, 'peers.listen', /any-address cannot be reached/],
+    [`[peers]\nlisten = "[::]:5051"\nkey_file = "site.key"\n${members}`, 'peers.listen', /any-address/],
+    [`[peers]\nlisten = "10.0.0.11"\nkey_file = "site.key"\n${members}`, 'peers.listen', /needs a port/],
+    [`[peers]\nlisten = "127.0.0.1:5050"\nkey_file = "site.key"\n${members}`, 'peers.listen', /is also server\.listen \("127\.0\.0\.1:5050"\)/],
+    [`[server]\nlisten = "0.0.0.0:5051"\n${peers(members)}`, 'peers.listen', /is also server\.listen \("0\.0\.0\.0:5051"\)/],
+    [`[server]\nlisten = "[FD00::11]:5051"\n[peers]\nlisten = "[fd00:0::11]:5051"\nkey_file = "site.key"\n${members}`, 'peers.listen', /is also server\.listen/],
+    [`[peers]\nlisten = "10.0.0.11:5051"\n${members}`, 'peers.key_file', /missing \(e\.g\. key_file = "\/etc\/berth\/site\.key"\)/],
+    [`[peers]\nlisten = "10.0.0.11:5051"\nkey_file = ""\n${members}`, 'peers.key_file', /must not be empty/],
+    [peers(''), 'peers.members', /missing: \[peers\] needs exactly one of members = \[/],
+    [peers(`${members}\ndns = "berth-peers:5051"`), 'peers.dns', /peers\.members is set too: \[peers\] takes exactly one of members, dns or kubernetes/],
+    [peers('dns = "berth-peers:5051"\nkubernetes = { namespace = "b", service = "s", port = "p" }'), 'peers.kubernetes', /peers\.dns is set too/],
+    [peers('members = []'), 'peers.members', /is empty/],
+    [peers('members = "10.0.0.12:5051"'), 'peers.members', /expected an array of strings/],
+    [peers('members = ["10.0.0.12"]'), 'peers.members', /"10\.0\.0\.12": needs a port/],
+    [peers('members = ["0.0.0.0:5051"]'), 'peers.members', /any-address/],
+    [peers('members = ["fd00::12:5051"]'), 'peers.members', /IPv6 address goes in brackets/],
+    [peers('members = ["10.0.0.012:5051"]'), 'peers.members', /not a valid IPv4 address/],
+    [peers('members = ["[FD00::12]:5051", "[fd00::12]:5051"]'), 'peers.members', /"\[fd00::12\]:5051" is listed twice \(as "\[fd00::12\]:5051"\)/],
+    [peers('dns = "berth-peers"'), 'peers.dns', /needs a port/],
+    [peers('dns = "10.0.0.1:5051"'), 'peers.dns', /is an address, not a name/],
+    [peers('dns = 5051'), 'peers.dns', /expected a string, got integer 5051/],
+    [peers('kubernetes = "berth/berth-peers"'), 'peers.kubernetes', /expected an inline table, got string .* \(e\.g\. kubernetes = \{ namespace = "berth"/],
+    [peers('kubernetes = { namespace = "berth", service = "berth-peers" }'), 'peers.kubernetes.port', /missing \(e\.g\. port = "peer"\)/],
+    [peers('kubernetes = { namespace = "berth", service = "berth-peers", port = 5051 }'), 'peers.kubernetes.port', /expected a string, got integer 5051/],
+    [peers('kubernetes = { namespace = "berth", service = "berth-peers", port = "peer", name = "x" }'), 'peers.kubernetes.name', /unknown key \(known: namespace, service, port\)/],
+    [peers('kubernetes = { namespace = "Berth", service = "berth-peers", port = "peer" }'), 'peers.kubernetes.namespace', /"Berth" is not a namespace \(a DNS label/],
+    [peers('kubernetes = { namespace = "berth", service = "1-peers", port = "peer" }'), 'peers.kubernetes.service', /"1-peers" is not a Service name/],
+    [peers('kubernetes = { namespace = "berth", service = "berth-peers", port = "peer_port" }'), 'peers.kubernetes.port', /"peer_port" is not a Service port's name/],
+    [peers(`${members}\ntls_cert_file = "tls/peer.crt"`), 'peers.tls_key_file', /go together/],
+    [peers(`${members}\ntls_key_file = "tls/peer.key"`), 'peers.tls_cert_file', /go together/],
+    [peers(`${members}\ntls_cert_file = "tls/nope.crt"\ntls_key_file = "tls/peer.key"`), 'peers.tls_cert_file', /cannot read ".*nope\.crt": ENOENT/],
+    [peers(`${members}\nca_file = "site-ca.crt"`), 'peers.ca_file', /needs tls_cert_file and tls_key_file/],
+    [peers(`${members}\nclock_skew = "30s"`), 'peers.clock_skew', /unknown key \(known: listen, key_file, members, dns, kubernetes, tls_cert_file, tls_key_file, ca_file, resolve_interval, connect_timeout, header_timeout, body_timeout, clock_window\)/],
+    [peers(`${members}\nkey = "s3cr3t"`), 'peers.key', /unknown key/],
+    [peers(`${members}\nresolve_interval = "0"`), 'peers.resolve_interval', /must be more than 0/],
+    [peers(`${members}\nconnect_timeout = "1"`), 'peers.connect_timeout', /"1" has no unit/],
+    [peers(`${members}\nheader_timeout = "soon"`), 'peers.header_timeout', /is not a duration/],
+    [peers(`${members}\nbody_timeout = "30d"`), 'peers.body_timeout', /too long/],
+    [peers(`${members}\nclock_window = "0s"`), 'peers.clock_window', /must be more than 0/],
+    [peers(`${members}\nclock_window = "1h"`), 'peers.clock_window', /is more than 5m: a captured request could be replayed/],
+    ['peers = ["10.0.0.12:5051"]', 'peers', /expected a \[peers\] table/],
+  ];
+  for (const [text, key, message] of cases) {
+    const dir = peersDir(t);
+    const file = write(dir, 'berth.toml', text);
+    const err = configError(t, () => loadConfig({ file, env: {}, cwd: dir }));
+    t.match(err, { key, file, message }, `${key}: ${text.split('\n').pop()}`);
+    t.ok(err.message.startsWith(`${file}: ${key}: `), 'message starts with file and key');
+  }
+});
+
+t.test('[peers] from the environment: scalar keys and comma-separated members; the kubernetes table from the file only', async (t) => {
+  const dir = peersDir(t);
+  const file = write(dir, 'berth.toml', `${PEERS}kubernetes = { namespace = "berth", service = "berth-peers", port = "peer" }\n`);
+  const c = loadConfig({ file, env: { BERTH_PEERS_LISTEN: '10.0.0.21:5051', BERTH_PEERS_CONNECT_TIMEOUT: '2s', BERTH_PEERS_CLOCK_WINDOW: '1m' }, cwd: dir });
+  t.match(c.peers, { listen: '10.0.0.21:5051', host: '10.0.0.21', timeouts: { connectMs: 2_000, headersMs: 10_000 }, clockWindowMs: 60_000, membership: { kind: 'kubernetes' } }, 'env beats the file');
+
+  // How the DaemonSet could do it without a file section at all, and how a systemd unit might.
+  const env = { BERTH_PEERS_LISTEN: '10.0.0.11:5051', BERTH_PEERS_KEY_FILE: join(dir, 'site.key'), BERTH_PEERS_MEMBERS: ' 10.0.0.11:5051, 10.0.0.12:5051,,' };
+  const fromEnv = loadConfig({ env, cwd: dir }).peers;
+  t.match(fromEnv, { listen: '10.0.0.11:5051', membership: { kind: 'static', members: ['10.0.0.11:5051', '10.0.0.12:5051'] }, resolveIntervalMs: 30_000 });
+  t.equal(fromEnv?.key.file, 'environment BERTH_PEERS_KEY_FILE', 'the key says where it was set');
+  t.equal(loadConfig({ env: { ...env, BERTH_PEERS_MEMBERS: undefined, BERTH_PEERS_DNS: 'berth-peers.berth.svc:5051' }, cwd: dir }).peers?.membership.kind, 'dns');
+
+  const errors: [NodeJS.ProcessEnv, string, RegExp][] = [
+    [{ ...env, BERTH_PEERS_LISTEN: '0.0.0.0:5051' }, 'peers.listen', /any-address/],
+    [{ ...env, BERTH_PEERS_HEADER_TIMEOUT: 'soon' }, 'peers.header_timeout', /is not a duration/],
+    [{ ...env, BERTH_PEERS_KUBERNETES: 'berth/berth-peers/peer' }, 'peers.kubernetes', /inline table and can be set in the config file only/],
+    [{ ...env, BERTH_PEERS_DNS: 'berth-peers:5051' }, 'peers.dns', /peers\.members is set too/],
+  ];
+  for (const [e, key, message] of errors) {
+    const name = Object.entries(e).find(([k, v]) => v !== env[k as keyof typeof env])?.[0] ?? '';
+    t.match(configError(t, () => loadConfig({ env: e, cwd: dir })), { key, file: `environment ${name}`, message }, name);
+  }
+  t.match(configError(t, () => loadConfig({ env: { BERTH_PEERS_LISTEN: '10.0.0.11:5051' }, cwd: dir })), { key: 'peers.key_file', file: 'environment BERTH_PEERS_LISTEN', message: /missing/ }, 'one real key switches the section on');
+});
+
+t.test('service links of a Service named berth-peers stay warnings when [peers] is set', async (t) => {
+  const dir = peersDir(t);
+  const file = write(dir, 'berth.toml', `${PEERS}kubernetes = { namespace = "berth", service = "berth-peers", port = "peer" }\n`);
+  const links = berthServiceLinks();
+  const { config, warnings } = loadConfigWithWarnings({ file, env: links, cwd: dir });
+  t.same(config, loadConfig({ file, env: {}, cwd: dir }), 'the config is what it is without them');
+  const peerLinks = Object.keys(links).filter((n) => n.startsWith('BERTH_PEERS_'));
+  t.ok(peerLinks.length >= 8, `the kubelet's variables for berth-peers: ${peerLinks.join(' ')}`);
+  for (const name of peerLinks) {
+    const w = warnings.find((x) => x.file === `environment ${name}`);
+    t.match(w, { key: `peers.${name.slice('BERTH_PEERS_'.length).toLowerCase()}`, message: /unknown key \(known: listen, key_file, .*enableServiceLinks: false/ }, name);
+  }
+  t.same(warnings.length, Object.keys(links).length, 'every one a warning, none an error');
+});
+
+t.test('the site key is a secret: read where used, checked by serve, never shown', async (t) => {
+  const dir = peersDir(t);
+  const file = write(dir, 'berth.toml', `${PEERS.replace('site.key', 'later.key')}members = ["10.0.0.12:5051"]\n`);
+  const c = loadConfig({ file, env: {}, cwd: dir });
+  t.pass('a config naming a missing key file loads (berth status need not read it)');
+  t.match(unreadableSecrets(c), [{ file, key: 'peers.key_file', message: /".*later\.key" does not exist$/ }], 'serve refuses: missing');
+
+  const short = 'only-twenty-bytes-ok';
+  write(dir, 'later.key', `  ${short}\n\n`);
+  const [tooShort, ...rest] = unreadableSecrets(c);
+  t.same(rest, []);
+  t.match(tooShort, { key: 'peers.key_file', message: /".*later\.key" holds 20 bytes \(surrounding whitespace removed\); at least 32 are needed, e\.g\. `head -c 32 \/dev\/urandom \| base64`/ }, 'serve refuses: under 32 bytes');
+  t.notMatch(tooShort?.message, short, 'the contents are not quoted');
+
+  write(dir, 'later.key', SITE_KEY);
+  t.same(unreadableSecrets(c), [], 'a good key passes');
+  t.same(c.peers?.key.reveal(), Buffer.from(SITE_KEY.trim()));
+  write(dir, 'later.key', `${'x'.repeat(40)}\n`);
+  t.same(c.peers?.key.reveal(), Buffer.from(SITE_KEY.trim()), 'read once and kept');
+
+  const printed = [JSON.stringify(redactedConfig(c)), JSON.stringify(c), inspect(c, { depth: 10, showHidden: true }), String(c.peers?.key)];
+  for (const text of printed) {
+    t.notMatch(text, SITE_KEY.trim(), 'no key in print');
+    t.match(text, /<redacted>/);
+  }
+  t.match(redactedConfig(c), { peers: { key: '<redacted>', keyFile: join(dir, 'later.key'), listen: '10.0.0.11:5051' } });
 });
