@@ -183,10 +183,27 @@ t.test('snapcraft.yaml', { skip: NO_YAML }, async (t) => {
   t.ok(fs.statSync(path.join(REPO, 'snap/hooks/configure')).mode & 0o100, 'the hook is executable');
 });
 
+/**
+ * A container's environment as the kubelet makes it: fieldRef values from `downward`, and
+ * $(NAME) in a value replaced by a variable defined earlier in the list (left as it is otherwise).
+ */
+function containerEnv(container: unknown, downward: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const e of list(at(container, 'env'))) {
+    const name = String(at(e, 'name'));
+    const field = at(e, 'valueFrom', 'fieldRef', 'fieldPath');
+    env[name] = typeof field === 'string' ? (downward[field] ?? `<no ${field}>`) : String(at(e, 'value')).replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (ref: string, v: string) => env[v] ?? ref);
+  }
+  return env;
+}
+
 t.test('Kubernetes manifests', { skip: NO_YAML }, async (t) => {
   const docs = (await yamlDocs(path.join(REPO, 'deploy/kubernetes/berth-daemonset.yaml'))) ?? [];
-  t.same(docs.map((d) => at(d, 'kind')), ['Namespace', 'ConfigMap', 'DaemonSet']);
-  const spec = at(docs[2], 'spec', 'template', 'spec');
+  t.same(docs.map((d) => at(d, 'kind')), ['Namespace', 'ServiceAccount', 'Role', 'RoleBinding', 'Service', 'ConfigMap', 'DaemonSet'], 'applied in an order where each exists before it is used');
+  const doc = (kind: string) => docs.find((d) => at(d, 'kind') === kind);
+  const daemonSet = doc('DaemonSet');
+  const configMap = doc('ConfigMap');
+  const spec = at(daemonSet, 'spec', 'template', 'spec');
   t.equal(at(spec, 'hostNetwork'), true);
   // A Service named berth would otherwise put BERTH_PORT=tcp://… into every container's environment.
   t.equal(at(spec, 'enableServiceLinks'), false, 'no service-link variables in the pods');
@@ -205,11 +222,66 @@ t.test('Kubernetes manifests', { skip: NO_YAML }, async (t) => {
   t.equal(at(volume('cache'), 'hostPath', 'path'), '/var/cache/berth');
 
   const dir = tempDir(t, 'berth-k8s-');
-  fs.writeFileSync(path.join(dir, 'berth.toml'), String(at(docs[1], 'data', 'berth.toml')));
-  const config = loadConfig({ file: path.join(dir, 'berth.toml'), env: {} });
+  const file = path.join(dir, 'berth.toml');
+  fs.writeFileSync(file, String(at(configMap, 'data', 'berth.toml')));
+  // The node 10.0.0.11: on hostNetwork the pod IP is the node's.
+  const downward = { 'status.podIP': '10.0.0.11', 'status.hostIP': '10.0.0.11' };
+  const config = loadConfig({ file, env: containerEnv(main, downward) });
   t.equal(config.server.port, at(main, 'readinessProbe', 'httpGet', 'port'), 'the probes hit the port berth listens on');
   t.equal(config.server.host, at(main, 'readinessProbe', 'httpGet', 'host'), 'on the node loopback');
   t.equal(config.cache.dir, '/var/cache/berth');
+  // The init container reads the same file: it must load there too.
+  t.same(loadConfig({ file, env: containerEnv(init, downward) }), config, 'configure containerd sees the same config');
+
+  // Site peers: the node's own address, a signed port, EndpointSlices of a headless Service.
+  const peers = config.peers;
+  if (peers === null) throw new Error('the ConfigMap has no [peers] section');
+  t.equal(peers.listen, '10.0.0.11:5051', 'berth listens for peers on the node address');
+  t.ok(list(at(main, 'env')).some((e) => at(e, 'name') === 'POD_IP' && at(e, 'valueFrom', 'fieldRef', 'fieldPath') === 'status.podIP'), 'from the downward API (the address the EndpointSlices list)');
+  const peerPort = list(at(main, 'ports')).find((p) => at(p, 'name') === 'peer');
+  t.equal(at(peerPort, 'containerPort'), peers.port, 'the container exposes port peer, where berth listens');
+  t.equal(at(spec, 'dnsPolicy'), 'ClusterFirstWithHostNet', 'cluster DNS on hostNetwork');
+  const membership = peers.membership;
+  if (membership.kind !== 'kubernetes') throw new Error(`[peers] uses ${membership.kind}, not kubernetes`);
+  t.equal(membership.namespace, at(daemonSet, 'metadata', 'namespace'), 'the Service is looked for in berth\'s own namespace');
+
+  const service = doc('Service');
+  t.equal(at(service, 'metadata', 'name'), membership.service, 'the Service the config names');
+  t.equal(at(service, 'metadata', 'namespace'), membership.namespace);
+  t.equal(at(service, 'spec', 'clusterIP'), 'None', 'headless');
+  t.equal(at(service, 'spec', 'publishNotReadyAddresses'), false, 'ready berths only');
+  const selector = at(service, 'spec', 'selector') as Record<string, string>;
+  const labels = at(daemonSet, 'spec', 'template', 'metadata', 'labels') as Record<string, string>;
+  t.ok(Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels[k] === v), 'selects the DaemonSet\'s pods');
+  const servicePort = list(at(service, 'spec', 'ports')).find((p) => at(p, 'name') === membership.port);
+  t.ok(servicePort, `the Service has a port named ${membership.port}, as the config says`);
+  t.equal(at(servicePort, 'port'), peers.port);
+  t.ok([at(peerPort, 'name'), at(peerPort, 'containerPort')].includes(at(servicePort, 'targetPort')), 'and it leads to the peer port');
+
+  const account = doc('ServiceAccount');
+  t.equal(at(spec, 'serviceAccountName'), at(account, 'metadata', 'name'), 'the pods run as the ServiceAccount');
+  t.equal(at(account, 'metadata', 'namespace'), membership.namespace);
+  const role = doc('Role');
+  t.equal(at(role, 'metadata', 'namespace'), membership.namespace, 'a Role in the namespace, not a ClusterRole');
+  t.same(
+    list(at(role, 'rules')).map((r) => ({ apiGroups: list(at(r, 'apiGroups')), resources: list(at(r, 'resources')), verbs: [...list(at(r, 'verbs'))].sort() })),
+    [{ apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] }],
+    'EndpointSlices, read only, and nothing else',
+  );
+  const binding = doc('RoleBinding');
+  t.same(at(binding, 'roleRef'), { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: at(role, 'metadata', 'name') });
+  t.same(at(binding, 'subjects'), [{ kind: 'ServiceAccount', name: at(account, 'metadata', 'name'), namespace: membership.namespace }], 'granted to that account');
+
+  const keyVolume = list(at(spec, 'volumes')).find((v) => at(v, 'secret', 'secretName') === 'berth-site-key');
+  t.ok(keyVolume, 'the site key comes from the Secret berth-site-key');
+  const keyMount = list(at(main, 'volumeMounts')).find((m) => at(m, 'name') === at(keyVolume, 'name'));
+  t.equal(at(keyMount, 'readOnly'), true, 'mounted read-only');
+  t.equal(path.posix.join(String(at(keyMount, 'mountPath')), 'site.key'), peers.keyFile, 'where key_file points, under the Secret\'s key site.key');
+  t.notOk(list(at(init, 'volumeMounts')).some((m) => at(m, 'name') === at(keyVolume, 'name')), 'the privileged init container does not get it');
+  t.equal(at(keyVolume, 'secret', 'defaultMode'), 0o440, 'owner and group only');
+  t.equal(at(spec, 'securityContext', 'fsGroup'), at(main, 'securityContext', 'runAsGroup'), "the group is berth's, so berth can read it");
+  const text = fs.readFileSync(path.join(REPO, 'deploy/kubernetes/berth-daemonset.yaml'), 'utf8');
+  t.match(text, /kubectl -n berth create secret generic berth-site-key \\\n#\s+--from-literal=site\.key="\$\(head -c 32 \/dev\/urandom \| base64\)"/, 'the comment says how to make the Secret');
 
   const undo = await yamlDocs(path.join(REPO, 'deploy/kubernetes/berth-undo.yaml'));
   t.same(list(at(undo?.[1], 'spec', 'template', 'spec', 'initContainers', 0, 'args')).slice(0, 3), ['configure', 'containerd', '--undo']);
