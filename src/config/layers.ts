@@ -143,7 +143,7 @@ function envOverrides(env: NodeJS.ProcessEnv): Overrides {
       continue;
     }
     if (kinds[key] === 'table') {
-      throw new ConfigError(origin, dotted, `is an inline table and can be set in the config file only`);
+      throw new ConfigError(origin, dotted, 'is an inline table and can be set in the config file only');
     }
     let value: unknown = raw;
     if (kinds[key] === 'bool') value = coerceBool(raw, origin, dotted);
