@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/metrics.js';
 import { OciError } from '../oci/errors.js';
 import type { RegistryClient } from '../upstream/types.js';
-import { Fill, errText } from './fill.js';
+import { Fill, errText, type BlobSource } from './fill.js';
+import type { Site } from './site.js';
 import { NoRoomError, blobUnknown, toClientError } from './errors.js';
 import { passThrough } from './passthrough.js';
 import type { ContentStore } from './content-store.js';
@@ -34,6 +35,11 @@ export interface BlobRequest {
   reqId?: string;
   /** The blob's index row, when the caller just read it (a row is read once per request). */
   row?: BlobRow;
+  /**
+   * A site peer asks: never forwarded to a third node (a miss fills from the
+   * upstream only), a HEAD answers from the cache only.
+   */
+  fromPeer?: boolean;
 }
 
 export class BlobCache {
@@ -45,7 +51,7 @@ export class BlobCache {
     private readonly store: ContentStore,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-    private readonly opts: { maxResumes: number },
+    private readonly opts: { maxResumes: number; site?: Site | null },
   ) {}
 
   /** How many fills are under way. */
@@ -60,9 +66,17 @@ export class BlobCache {
       return hit;
     }
     let fill = this.fills.get(req.digest);
+    // A peer's request joins a fill only while it reads from the upstream: two nodes must never wait on each other.
+    if (fill && req.fromPeer && fill.from?.peer) {
+      // Being fetched from another peer: the asker goes on to its next source.
+      throw new OciError('UNAVAILABLE', 'this peer is fetching the blob from another peer', { digest: req.digest });
+    }
     const shared = fill !== undefined;
     if (!fill) {
-      if (req.head) return this.headUpstream(req);
+      if (req.head) {
+        if (req.fromPeer) throw blobUnknown(req.digest);
+        return this.headUpstream(req);
+      }
       fill = this.startFill(req);
     }
     let size: number | undefined;
@@ -200,17 +214,30 @@ export class BlobCache {
     const { client, repository, digest } = req;
     const registry = client.registry;
     const log = this.logger.child({ digest, upstream: registry, repository });
+    const upstream: BlobSource = {
+      name: registry,
+      fetch: (d, offset, signal) => client.getBlob(repository, d, { offset, signal, reqId: req.reqId }),
+    };
+    const site = req.fromPeer ? null : (this.opts.site ?? null);
+    const peers = site?.blobPeers(digest) ?? { before: [], after: [] };
+    // A peer is asked as one more registry, told which upstream with `ns`.
+    const peerSource = (peer: RegistryClient): BlobSource => ({
+      name: peer.registry,
+      peer: true,
+      fetch: (d, offset, signal) => peer.getBlob(repository, d, { offset, signal, query: { ns: registry }, ...(req.reqId ? { reqId: req.reqId } : {}) }),
+    });
+    const sources = [...peers.before.map(peerSource), upstream, ...peers.after.map(peerSource)];
     const fill = new Fill({
       digest,
       store: this.store,
       logger: log,
       maxResumes: this.opts.maxResumes,
-      source: {
-        name: registry,
-        fetch: (d, offset, signal) => client.getBlob(repository, d, { offset, signal, reqId: req.reqId }),
-      },
+      sources,
       links: this.store.repository(registry, repository).links,
-      onBytes: (n) => this.metrics.upstreamBytes.inc({ upstream: registry }, n),
+      onBytes: (n, from) => {
+        if (from.peer) site?.received(from.name, n);
+        else this.metrics.upstreamBytes.inc({ upstream: registry }, n);
+      },
       ensureRoom: (bytes) => this.store.ensureRoom(bytes),
     });
     this.fills.set(digest, fill);

@@ -67,6 +67,8 @@ export class Fill {
   accepted = 0;
   /** Bytes in the temp file, where followers read what memory no longer holds. */
   onDisk = 0;
+  /** The source being asked now. */
+  from: BlobSource | undefined;
   /** The latest chunks received, with their offsets: followers take them from memory. */
   private recent: { at: number; buf: Buffer }[] = [];
   private recentBytes = 0;
@@ -89,6 +91,7 @@ export class Fill {
 
   constructor(private readonly opts: FillOptions) {
     this.digest = opts.digest;
+    this.from = opts.sources?.[0] ?? opts.source;
     this.events.setMaxListeners(0);
     this.ready = new Promise((res, rej) => {
       this.resolveReady = res;
@@ -184,6 +187,7 @@ export class Fill {
       for (;;) {
         const source = sources[at];
         if (!source) throw new BlobNotFoundError(digest);
+        this.from = source;
         const offset = writer.bytesAccepted;
         let answer: BlobAnswer | null;
         try {
