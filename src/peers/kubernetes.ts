@@ -19,16 +19,7 @@ import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { Agent, type Dispatcher } from 'undici';
 import { errorCode } from '../upstream/errors.js';
-
-/** The shape every membership source has (static list, DNS, Kubernetes). */
-export interface Membership {
-  /** Resolves after the first successful list, or rejects with a clear error. */
-  start(): Promise<void>;
-  /** "host:port" strings, sorted, deduplicated, self left out. */
-  members(): readonly string[];
-  onChange(fn: (members: readonly string[]) => void): () => void;
-  stop(): void;
-}
+import { parseMember, type Membership } from './membership.js';
 
 /** Where kubelet mounts the pod's service account (token, ca.crt, namespace). */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -97,23 +88,9 @@ const API_PATH = '/apis/discovery.k8s.io/v1';
 /** A watch line larger than this is not an EndpointSlice (the API server caps objects at 1.5 MiB). */
 const MAX_LINE = 4 * 1024 * 1024;
 
-function hostPort(host: string, port: number): string {
-  return isIP(host) === 6 ? `[${canonicalIPv6(host)}]:${port}` : `${host.toLowerCase()}:${port}`;
-}
-
-function canonicalIPv6(ip: string): string {
-  return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-}
-
-/** "10.0.0.11:5051" or "[fd00::0:1]:5051" in the form members are compared in ("[fd00::1]:5051"). */
-export function canonicalMember(member: string): string {
-  const m = /^\[?(.*?)\]?:(\d+)$/.exec(member.trim());
-  if (!m) return member;
-  return hostPort(m[1] ?? '', Number(m[2]));
-}
-
 /**
- * The "host:port" of every endpoint of one slice that should get traffic. discovery.k8s.io/v1:
+ * The member ids (parseMember's normal form) of every endpoint of one slice that should get
+ * traffic. discovery.k8s.io/v1:
  * `ready` absent means ready; `terminating` absent means not terminating, and a terminating
  * endpoint is left out even when ready (a Service with publishNotReadyAddresses keeps it ready).
  * The port is the slice's port of that name; FQDN slices name no address to dial.
@@ -126,7 +103,14 @@ export function sliceMembers(slice: EndpointSlice, portName: string): string[] {
   const out: string[] = [];
   for (const ep of slice.endpoints ?? []) {
     if (ep.conditions?.ready === false || ep.conditions?.terminating === true) continue;
-    for (const addr of ep.addresses ?? []) if (isIP(addr) === family) out.push(hostPort(addr, port));
+    for (const addr of ep.addresses ?? []) {
+      if (isIP(addr) !== family) continue;
+      try {
+        out.push(parseMember(family === 6 ? `[${addr}]:${port}` : `${addr}:${port}`).id);
+      } catch {
+        // The any-address, or a zone index: nothing another node can dial.
+      }
+    }
   }
   return out;
 }
@@ -142,8 +126,8 @@ function isCertificateError(err: unknown): boolean {
 }
 
 class KubernetesMembership implements Membership {
+  readonly self: string;
   readonly #o: KubernetesMembershipOptions;
-  readonly #self: string;
   readonly #log: Logger;
   readonly #listeners = new Set<(members: readonly string[]) => void>();
   /** Slice name -> the members it names. */
@@ -159,11 +143,12 @@ class KubernetesMembership implements Membership {
   #stopped = false;
   #inflight: AbortController | undefined;
   #wake: (() => void) | undefined;
+  #running: Promise<void> | undefined;
   #noPortWarned = new Set<string>();
 
   constructor(opts: KubernetesMembershipOptions) {
     this.#o = opts;
-    this.#self = canonicalMember(opts.self);
+    this.self = parseMember(opts.self).id;
     this.#log = opts.log.child({ peers: 'kubernetes', namespace: opts.namespace, service: opts.service });
     this.#tokenFile = opts.tokenFile ?? `${SERVICE_ACCOUNT_DIR}/token`;
     this.#caFile = opts.caFile ?? `${SERVICE_ACCOUNT_DIR}/ca.crt`;
@@ -194,19 +179,22 @@ class KubernetesMembership implements Membership {
     try {
       await this.#list();
     } catch (err) {
-      this.stop();
+      await this.stop();
       throw err;
     }
     this.#log.info({ members: this.#members.length, resourceVersion: this.#rv }, 'peers: listed the EndpointSlices');
-    void this.#run();
+    this.#running = this.#run();
   }
 
-  stop(): void {
-    if (this.#stopped) return;
-    this.#stopped = true;
-    this.#inflight?.abort();
-    this.#wake?.();
-    this.#agent?.destroy().catch(() => undefined);
+  /** Ends the watch and any backoff; resolves once no request is open any more. */
+  async stop(): Promise<void> {
+    if (!this.#stopped) {
+      this.#stopped = true;
+      this.#inflight?.abort();
+      this.#wake?.();
+    }
+    await this.#running;
+    await this.#agent?.destroy().catch(() => undefined);
   }
 
   #apiServer(): string {
@@ -423,7 +411,7 @@ class KubernetesMembership implements Membership {
 
   #publish(): void {
     const all = new Set<string>();
-    for (const members of this.#slices.values()) for (const m of members) if (m !== this.#self) all.add(m);
+    for (const members of this.#slices.values()) for (const m of members) if (m !== this.self) all.add(m);
     const next = [...all].sort();
     if (next.length === this.#members.length && next.every((m, i) => m === this.#members[i])) return;
     this.#members = Object.freeze(next);

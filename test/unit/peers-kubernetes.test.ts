@@ -7,7 +7,8 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import t from 'tap';
-import { KubernetesError, kubernetesMembership, sliceMembers, type KubernetesMembershipOptions, type Membership } from '../../src/peers/kubernetes.js';
+import { KubernetesError, kubernetesMembership, sliceMembers, type KubernetesMembershipOptions } from '../../src/peers/kubernetes.js';
+import type { Membership } from '../../src/peers/membership.js';
 import { makeCa } from '../harness/pki.js';
 import { tempDirFor, type Teardown } from '../harness/procs.js';
 import { startK8sSim, type SimRequest, type SliceSpec, type StartedK8sSim } from '../k8s-sim/index.js';
@@ -282,6 +283,7 @@ t.test('in-cluster config: the API server from KUBERNETES_SERVICE_HOST and KUBER
 t.test('self in IPv6 form is left out however it is written', async (t) => {
   const sim = await seeded(t);
   const { m } = membership(t, sim, { self: '[FD00:0::2]:5051' });
+  t.equal(m.self, '[fd00::2]:5051', 'self in the normal form of every member id');
   await m.start();
   t.same(m.members(), ['10.0.0.11:5051', '10.0.0.12:5051', '10.0.0.14:5051']);
 });
@@ -338,9 +340,10 @@ t.test('an API server certificate the cluster CA did not sign: K8S_UNREACHABLE, 
 t.test('stop() closes the watch', async (t) => {
   const { sim, m } = await watching(t);
   const closed = new Promise((resolve) => sim.once('watch-closed', resolve));
-  m.stop();
+  await m.stop();
   await closed;
   t.equal(sim.watchCount(), 0);
+  await m.stop();
   t.same(m.members(), initial, 'the last members stay readable');
 });
 
