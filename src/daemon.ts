@@ -14,6 +14,7 @@ import type { Mirror } from './cache/mirror.js';
 import { createApp } from './http/app.js';
 import { describeCert, loadPair, watchCertificate } from './http/tls.js';
 import { openRuntime } from './runtime.js';
+import { createPeerApp } from './peers/server.js';
 import { schedulePrefetch } from './cache/prefetch.js';
 import { hostPlatform, parsePlatform } from './oci/platform.js';
 
@@ -70,6 +71,21 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   });
   const certWatch = tlsFiles ? watchCertificate(server as https.Server, tlsFiles, logger) : null;
   if (tlsFiles) logger.info({ certificate: describeCert(fs.readFileSync(tlsFiles.certFile)) }, 'serving HTTPS');
+  // The peer listener: the node's own address, for the site's other berths only (signed requests).
+  const peersConfig = config.peers;
+  let peerServer: ServerType | null = null;
+  let peerCertWatch: { stop(): void } | null = null;
+  if (peersConfig && rt.site) {
+    const peerApp = createPeerApp({ mirror, metrics, logger, key: () => peersConfig.key.reveal(), clockWindowMs: peersConfig.clockWindowMs });
+    const peerTls = peersConfig.tls;
+    peerServer = await new Promise<ServerType>((resolve, reject) => {
+      const options = { fetch: peerApp.fetch, port: peersConfig.port, hostname: peersConfig.host };
+      const s = peerTls ? serve({ ...options, createServer: https.createServer, serverOptions: loadPair(peerTls) }, () => resolve(s)) : serve(options, () => resolve(s));
+      s.once('error', reject);
+    });
+    if (peerTls) peerCertWatch = watchCertificate(peerServer as https.Server, peerTls, logger);
+    logger.info({ listen: peersConfig.listen, tls: peerTls !== null, members: rt.site.members() }, 'listening for site peers');
+  }
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `${tlsFiles ? 'https' : 'http'}://${host}:${addr.port}`;
@@ -93,13 +109,20 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       prefetch.stop();
       clearInterval(auditTimer);
       certWatch?.stop();
+      peerCertWatch?.stop();
       const closed = new Promise<void>((res) => server.close(() => res()));
+      const peerClosed = peerServer ? new Promise<void>((res) => peerServer!.close(() => res())) : Promise.resolve();
       await mirror.drain(drainMs);
       // Idle keep-alive sockets would hold close() open; responses still streaming get drainMs.
       (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
-      const timer = setTimeout(() => (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.(), drainMs);
+      (peerServer as unknown as { closeIdleConnections?: () => void } | null)?.closeIdleConnections?.();
+      const timer = setTimeout(() => {
+        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        (peerServer as unknown as { closeAllConnections?: () => void } | null)?.closeAllConnections?.();
+      }, drainMs);
       timer.unref();
       await closed;
+      await peerClosed;
       clearTimeout(timer);
       await rt.close();
       logger.info('stopped');

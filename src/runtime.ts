@@ -16,6 +16,7 @@ import { Metrics } from './metrics/metrics.js';
 import { Upstreams } from './cache/upstreams.js';
 import { Mirror } from './cache/mirror.js';
 import { ContentStore } from './cache/content-store.js';
+import { openSite, type SitePeers } from './peers/index.js';
 import { createRegistryClient } from './upstream/client.js';
 import type { RegistryClient } from './upstream/types.js';
 
@@ -28,6 +29,8 @@ export interface Runtime {
   metrics: Metrics;
   upstreams: Upstreams;
   mirror: Mirror;
+  /** The site's other berths, when [peers] is configured (the daemon only). */
+  site: SitePeers | null;
   /** Harbor access and policy, when [harbor] is configured. */
   gate: HarborGate | null;
   close(): Promise<void>;
@@ -89,8 +92,11 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
   const gate = config.harbor
     ? new HarborGate({ harbor: config.harbor, upstreams: config.upstreams, db: index.db, heldManifests: (r) => store.heldManifests(r), cachedManifest: (d) => store.manifestBody(d), logger: logger.child({ module: 'harbor' }), metrics })
     : null;
+  // Only the daemon asks the site's peers; a CLI command is one node's business.
+  const site = opts.daemon && config.peers ? await openSite(config.peers, logger, metrics) : null;
   const mirror = new Mirror({
     gate,
+    site,
     store,
     refusals: index.refusals,
     upstreams,
@@ -111,10 +117,12 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
     upstreams,
     mirror,
     gate,
+    site,
     async close() {
       if (closed) return;
       closed = true;
       store.close();
+      await site?.close();
       await gate?.close();
       await upstreams.close();
       index.close();

@@ -20,9 +20,11 @@ import type { Metrics } from '../metrics/metrics.js';
 import { formatDuration } from '../config/units.js';
 import { UpstreamError, isUnreachable, type ManifestAnswer, type RegistryClient, type RequestOptions } from '../upstream/types.js';
 import { SingleFlight } from './singleflight.js';
+import type { Site } from './site.js';
 import { toClientError } from './errors.js';
 
-export type ManifestSource = 'cache' | 'upstream' | 'stale';
+/** `peer`: the upstream was away and a site peer's cache had it (verified by digest). */
+export type ManifestSource = 'cache' | 'upstream' | 'stale' | 'peer';
 
 export interface ManifestResult {
   digest: string;
@@ -75,7 +77,7 @@ export class ManifestCache {
     private readonly refusals: Refusals,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-    private readonly opts: { tagTtlMs: number; serveStale: boolean; revalidateTimeoutMs: number; now?: () => number; timer?: Timer },
+    private readonly opts: { tagTtlMs: number; serveStale: boolean; revalidateTimeoutMs: number; now?: () => number; timer?: Timer; site?: Site | null },
   ) {}
 
   private now(): number {
@@ -144,6 +146,10 @@ export class ManifestCache {
         this.refusals.clear(client.registry, repository, reference);
         return { digest: reference, mediaType, size: got.body.length, body: got.body, source: 'upstream' };
       } catch (err) {
+        if (isStaleWorthy(err) && !this.refusals.get(client.registry, repository, reference)) {
+          const p = await this.fromPeers(req, reference);
+          if (p) return { ...p, size: p.body.length, source: 'peer' as const };
+        }
         throw this.refusalAware(client.registry, repository, reference, err);
       }
     });
@@ -197,8 +203,49 @@ export class ManifestCache {
           return stale;
         }
       }
+      // Never seen here: a site peer may know the tag's last digest (the gate still decides, in Mirror).
+      if (!usable && this.opts.serveStale && isStaleWorthy(err) && !this.refusals.get(registry, repository, tag)) {
+        const p = await this.fromPeers(req, tag);
+        if (p) {
+          if (acceptAllows(req.accept, MEDIA_TYPES.ociIndex) || acceptAllows(req.accept, MEDIA_TYPES.dockerManifestList)) {
+            // Known from a peer, not from the upstream: the next request with the upstream back revalidates it.
+            this.saveTag(registry, repository, tag, { digest: p.digest, media_type: p.mediaType, size: p.body.length, fetched_at: 0 });
+          }
+          const warning = `299 - "berth: upstream ${registry} is unreachable; serving the last known digest of ${repository}:${tag} from a site peer"`;
+          const r: ManifestResult = { digest: p.digest, mediaType: p.mediaType, size: p.body.length, source: 'peer', warning };
+          if (!req.head) r.body = p.body;
+          return r;
+        }
+      }
       throw this.refusalAware(registry, repository, tag, err);
     }
+  }
+
+  /**
+   * With the upstream away: a reference this node lacks, from a site peer's
+   * cache. The peer answers only from what it holds under this repository;
+   * the bytes are checked against the digest here (the client checks the
+   * digest it was asked for, and the peer's Docker-Content-Digest) and
+   * stored like an upstream answer.
+   */
+  private async fromPeers(req: ManifestRequest, reference: string): Promise<{ digest: string; mediaType: string; body: Buffer } | undefined> {
+    const { client, repository } = req;
+    const registry = client.registry;
+    for (const peer of this.opts.site?.manifestPeers(`${registry}\0${repository}\0${reference}`) ?? []) {
+      try {
+        const got = await peer.getManifest(repository, reference, { accept: upstreamAccept(req.accept), query: { ns: registry }, ...(req.reqId ? { reqId: req.reqId } : {}) });
+        if (!got?.body) continue;
+        const digest = sha256(got.body);
+        if (reference.startsWith('sha256:') ? digest !== reference : got.digest !== digest) continue;
+        const mediaType = pickMediaType(got.mediaType, got.body);
+        this.store(registry, repository, digest, mediaType, got.body);
+        this.logger.info({ upstream: registry, repository, reference, digest, peer: peer.registry }, 'manifest from a site peer (upstream unreachable)');
+        return { digest, mediaType, body: got.body };
+      } catch (err) {
+        this.logger.debug({ peer: peer.registry, reference, err: (err as Error).message }, 'site peer could not answer a manifest');
+      }
+    }
+    return undefined;
   }
 
   /**

@@ -16,6 +16,7 @@ import { BlobCache, type BlobHandle } from './blobs.js';
 import { blobUnknown, toClientError } from './errors.js';
 import type { ClientCredentials, PolicyGate } from './gate.js';
 import type { ContentStore } from './content-store.js';
+import type { Site } from './site.js';
 
 export interface MirrorOptions {
   store: ContentStore;
@@ -31,6 +32,8 @@ export interface MirrorOptions {
   maxResumes?: number;
   /** Access and policy checks (Harbor); none: everything is served. */
   gate?: PolicyGate | null;
+  /** The site's other berths (site peers), when [peers] is configured. */
+  site?: Site | null;
   now?: () => number;
 }
 
@@ -60,8 +63,9 @@ export class Mirror {
     this.store = opts.store;
     this.logger = opts.logger;
     const { tagTtlMs, serveStale, revalidateTimeoutMs, now } = opts;
-    this.manifests = new ManifestCache(opts.store.index, opts.refusals, opts.metrics, opts.logger, { tagTtlMs, serveStale, revalidateTimeoutMs, ...(now ? { now } : {}) });
-    this.blobs = new BlobCache(opts.store, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3 });
+    const site = opts.site ?? null;
+    this.manifests = new ManifestCache(opts.store.index, opts.refusals, opts.metrics, opts.logger, { tagTtlMs, serveStale, revalidateTimeoutMs, site, ...(now ? { now } : {}) });
+    this.blobs = new BlobCache(opts.store, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3, site });
   }
 
   private locate(t: Target): { client: ReturnType<Upstreams['resolve']>; repository: string } {
@@ -88,9 +92,15 @@ export class Mirror {
     return { ...r, registry: client.registry, repository };
   }
 
-  async blob(t: Target, digest: string, o: { head: boolean }): Promise<BlobHandle> {
+  /**
+   * `fromPeer`: a site peer asks (signed). The peer that answers containerd
+   * did the access checks with its client's credentials; here the blob is
+   * still served per repository (the link rule below), and a miss is filled
+   * from the upstream only, never forwarded to a third node.
+   */
+  async blob(t: Target, digest: string, o: { head: boolean; fromPeer?: boolean }): Promise<BlobHandle> {
     const { client, repository } = this.locate(t);
-    const gate = this.opts.gate?.governs(client.registry, repository) ? this.opts.gate : null;
+    const gate = !o.fromPeer && this.opts.gate?.governs(client.registry, repository) ? this.opts.gate : null;
     await gate?.authorize({ registry: client.registry, repository, credentials: t.credentials ?? null });
     // A blob cached, or being filled, through another repository or upstream: confirm this one has it too.
     const origin = this.blobs.fillOrigin(digest);
@@ -100,7 +110,22 @@ export class Mirror {
     // Otherwise the row is read once here and handed on.
     const row = confirmed ? undefined : this.store.stat(digest);
     if (!confirmed && (foreignFill || row)) await this.requireLink(client, repository, digest, 'blob', t.reqId);
-    return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}), ...(row ? { row } : {}) });
+    return this.blobs.get({ client, repository, digest, head: o.head, ...(t.reqId ? { reqId: t.reqId } : {}), ...(row ? { row } : {}), ...(o.fromPeer ? { fromPeer: true } : {}) });
+  }
+
+  /**
+   * A site peer asks for a manifest or a tag's last known digest: answered
+   * from this node's cache only (never from the upstream: the asking node
+   * asks peers only when its own upstream is away), and only what this node
+   * holds under that repository.
+   */
+  peerManifest(t: Target, reference: string, byDigest: boolean): { digest: string; mediaType: string; body: Buffer } | undefined {
+    const { client, repository } = this.locate(t);
+    const digest = byDigest ? reference : this.store.index.getTag(client.registry, repository, reference)?.digest;
+    if (!digest) return undefined;
+    if (!this.linked.has(linkKey(client.registry, repository, digest)) && !this.store.repository(client.registry, repository).isLinked(digest)) return undefined;
+    const m = this.manifests.cached(digest);
+    return m ? { digest, mediaType: m.mediaType, body: m.body } : undefined;
   }
 
   /**

@@ -12,6 +12,7 @@ import { OciError } from '../oci/errors.js';
 import { parseV2Path, type V2Route } from '../oci/paths.js';
 import { contentRange, parseRange } from '../oci/range.js';
 import type { Mirror, Target } from '../cache/mirror.js';
+import type { BlobHandle } from '../cache/blobs.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { API_VERSION_HEADER } from './respond.js';
 import type { AppEnv } from './app.js';
@@ -121,6 +122,15 @@ async function manifest(
 
 async function blob(c: Context<AppEnv>, mirror: Mirror, metrics: Metrics, target: Target, route: Extract<V2Route, { kind: 'blob' }>, head: boolean): Promise<Response> {
   const handle = await mirror.blob(target, route.digest, { head });
+  return sendBlob(c, handle, head, (source, n) => metrics.served(source, n));
+}
+
+/**
+ * Writes a blob answer: Range and 206, the registry headers, and the body
+ * straight to the Node response. `sent` is told the bytes once they are all
+ * out (a truncated body is a destroyed socket, and counts nothing).
+ */
+export async function sendBlob(c: Context<AppEnv>, handle: BlobHandle, head: boolean, sent: (source: 'cache' | 'upstream', n: number) => void): Promise<Response> {
   c.set('source', handle.source);
   c.set('digest', handle.digest);
   const size = handle.size;
@@ -166,7 +176,7 @@ async function blob(c: Context<AppEnv>, mirror: Mirror, metrics: Metrics, target
       outgoing.destroy();
       return;
     }
-    metrics.served(source, end - start + 1);
+    sent(source, end - start + 1);
   });
   return RESPONSE_ALREADY_SENT;
 }

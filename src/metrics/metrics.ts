@@ -28,6 +28,9 @@ export class Metrics {
   readonly policyDenials: client.Counter<'reason'>;
   readonly credentialFailures: client.Counter;
   readonly credentialLockouts: client.Counter;
+  readonly peerRequests: client.Counter<'peer' | 'result'>;
+  readonly peerServed: client.Counter<'kind' | 'result'>;
+  readonly peerBytes: client.Counter<'direction'>;
   /** Mirrors of two counters into the index, so `berth status` can read them from another process. */
   onCacheResult: ((kind: CacheKind, result: CacheResult) => void) | null = null;
   onServedBytes: ((source: 'cache' | 'upstream', n: number) => void) | null = null;
@@ -68,6 +71,9 @@ export class Metrics {
     this.policyDenials = new client.Counter({ name: 'berth_policy_denials_total', help: 'Manifest requests refused by policy', labelNames: ['reason'], registers });
     this.credentialFailures = new client.Counter({ name: 'berth_credential_failures_total', help: 'Sign-ins to a private project refused for their password (Harbor said no, or offline it did not match the remembered pair)', registers });
     this.credentialLockouts = new client.Counter({ name: 'berth_credential_lockouts_total', help: 'Requests answered 429 because their user name had too many failed sign-ins in the last minutes', registers });
+    this.peerRequests = new client.Counter({ name: 'berth_peer_requests_total', help: 'Requests this berth sent to site peers, by peer and result (ok, not_found, unavailable, unauthorized, error)', labelNames: ['peer', 'result'], registers });
+    this.peerServed = new client.Counter({ name: 'berth_peer_served_total', help: 'Requests site peers sent to this berth, by kind (blob, manifest, other) and result (ok, not_found, refused, unauthorized, error)', labelNames: ['kind', 'result'], registers });
+    this.peerBytes = new client.Counter({ name: 'berth_peer_bytes_total', help: 'Blob bytes received from site peers (received) and sent to them (sent); with berth_upstream_bytes_total, the WAN saving', labelNames: ['direction'], registers });
     const stats = opts.cacheStats;
     if (stats) {
       new client.Gauge({
