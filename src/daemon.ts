@@ -100,6 +100,8 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     // The [[prefetch]] list, plus what Harbor marks for the site, asked anew each run.
     async () => [...configured, ...(rt.gate ? (await rt.gate.markedImages()).map((image) => ({ image, platforms: [hostPlatform()] })) : [])],
     config.cache.prefetchIntervalMs,
+    // With site peers each node prefetches the blobs it owns: the site's prefetch crosses the WAN once.
+    rt.site ? (d) => rt.site!.owns(d) : undefined,
   );
 
   let stopping: Promise<void> | null = null;

@@ -19,6 +19,11 @@ export interface PrefetchOptions {
   /** Parallel blob transfers. */
   concurrency: number;
   pin: boolean;
+  /**
+   * Site peers: the blobs this node is to fetch (those it owns). The others
+   * are the other nodes' to prefetch, so a site's prefetch crosses the WAN once.
+   */
+  owns?: (digest: string) => boolean;
   onProgress?: (p: PrefetchProgress) => void;
 }
 
@@ -105,8 +110,13 @@ export async function prefetchImage(mirror: Mirror, pins: Pins, logger: Logger, 
   o.onProgress?.({ ...progress });
   const queue = new PQueue({ concurrency: Math.max(1, o.concurrency) });
   const target = { ns: contents.ref.registry, name: contents.ref.repository };
+  const mine = o.owns ? contents.blobs.filter((b) => o.owns!(b.digest)) : contents.blobs;
+  if (mine.length < contents.blobs.length) {
+    progress.blobsTotal = mine.length;
+    progress.bytesTotal = mine.reduce((a, b) => a + b.size, 0);
+  }
   await Promise.all(
-    contents.blobs.map((b) =>
+    mine.map((b) =>
       queue.add(async () => {
         const r = await mirror.ensureBlob(target, b.digest);
         progress.blobsDone++;
@@ -140,6 +150,7 @@ export function schedulePrefetch(
   logger: Logger,
   list: () => Promise<readonly { image: string; platforms: Platform[] }[]>,
   intervalMs: number,
+  owns?: (digest: string) => boolean,
 ): { stop(): void; runNow(): Promise<void> } {
   const queue = new PQueue({ concurrency: 1 });
   let timer: NodeJS.Timeout | null = null;
@@ -148,7 +159,7 @@ export function schedulePrefetch(
     for (const item of await list()) {
       if (stopped) return;
       try {
-        await prefetchImage(mirror, pins, logger, item.image, { platforms: item.platforms, allPlatforms: false, concurrency: 2, pin: true });
+        await prefetchImage(mirror, pins, logger, item.image, { platforms: item.platforms, allPlatforms: false, concurrency: 2, pin: true, ...(owns ? { owns } : {}) });
       } catch (err) {
         logger.warn({ image: item.image, err: err instanceof Error ? err.message : String(err) }, 'scheduled prefetch failed; will try again next run');
       }

@@ -96,6 +96,11 @@ export class SitePeers implements Site {
     return c;
   }
 
+  /** Whether this node owns the digest (ranks first for it). */
+  owns(digest: string): boolean {
+    return rankMembers(digest, [this.self, ...this.members()])[0] === this.self;
+  }
+
   blobPeers(digest: string): { before: RegistryClient[]; after: RegistryClient[] } {
     const ranked = rankMembers(digest, [this.self, ...this.members()]);
     const at = ranked.indexOf(this.self);

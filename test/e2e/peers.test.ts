@@ -15,7 +15,8 @@ import { makeImage, pushImage, readBlob } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
 import { startBerth, type Berth } from '../harness/berth.js';
 import { freePort, tempDirFor } from '../harness/procs.js';
-import { fetchOnce, startFaultProxy } from '../harness/fault-proxy.js';
+import { fetchOnce, inspectCache, startFaultProxy } from '../harness/fault-proxy.js';
+import { rankMembers } from '../../src/peers/rendezvous.js';
 import { signPeerRequest } from '../../src/peers/auth.js';
 
 const ACCEPT = [
@@ -25,14 +26,20 @@ const ACCEPT = [
   'application/vnd.docker.distribution.manifest.v2+json',
 ].join(', ');
 
-async function site(t: { teardown(fn: () => unknown): void }, upstreamUrl: string, keyFile: string, n = 3): Promise<{ nodes: Berth[]; peers: string[] }> {
+async function site(
+  t: { teardown(fn: () => unknown): void },
+  upstreamUrl: string,
+  keyFile: string,
+  extra: Record<string, unknown> = {},
+  n = 3,
+): Promise<{ nodes: Berth[]; peers: string[] }> {
   const peers: string[] = [];
   for (let i = 1; i <= n; i++) peers.push(`127.0.0.${i}:${await freePort()}`);
   const nodes = await Promise.all(
     peers.map((listen) =>
       startBerth(t, {
         upstreams: [{ registry: 'docker.io', url: upstreamUrl, connect_timeout: '1s', header_timeout: '5s' }],
-        extra: { peers: { listen, key_file: keyFile, members: peers, connect_timeout: '1s', header_timeout: '5s' } },
+        extra: { peers: { listen, key_file: keyFile, members: peers, connect_timeout: '1s', header_timeout: '5s' }, ...extra },
       }),
     ),
   );
@@ -111,5 +118,32 @@ t.test('site peers', async (t) => {
     const offline = await ctd.pull('docker.io/library/other:v2', { hostsDir: hostsC });
     t.equal(offline.code, 0, `ctr pulls on node C with the uplink down: ${offline.stderr}`);
     t.equal((await ctd.images()).get('docker.io/library/other:v2'), other.manifestDigest, 'the right image');
+  });
+
+  await t.test('the [[prefetch]] list runs once per site: each node fetches the blobs it owns, and every node serves the image offline', async (t) => {
+    const pre = await makeImage(path.join(work, 'pre'), { layers: 5, layerSize: 150_000, seed: 'peers-pre', tag: 'v1' });
+    const reg2 = await startRegistry(t, { token });
+    const proxy2 = await startFaultProxy(t, { target: reg2.url });
+    await pushImage(pre.layoutDir, 'v1', reg2, 'library/pre:v1', { creds });
+    const { nodes: sited, peers: ids } = await site(t, proxy2.url, keyFile, { prefetch: [{ image: 'docker.io/library/pre:v1' }] });
+    await Promise.all(sited.map((n) => n.service.waitForOutput(/"msg":"prefetched"/, 60_000)));
+    for (const [i, node] of sited.entries()) {
+      const held = (await inspectCache(node.cacheDir)).indexed;
+      const owned = pre.blobs.filter((bl) => rankMembers(bl.digest, ids)[0] === ids[i]).map((bl) => bl.digest).sort();
+      t.same(pre.blobs.map((bl) => bl.digest).filter((d) => held.has(d)).sort(), owned, `node ${i + 1} holds exactly the blobs it owns`);
+    }
+    for (const bl of pre.blobs) {
+      const gets = proxy2.requests({ method: 'GET' }).filter((r) => r.authorized && r.path.endsWith(`/blobs/${bl.digest}`)).length;
+      t.equal(gets, 1, `${bl.digest.slice(7, 19)}: prefetched across the site with one upstream GET (got ${gets})`);
+    }
+    await reg2.stop();
+    const ctd = await startContainerd(t);
+    for (const [i, node] of sited.entries()) {
+      await ctd.forget();
+      const hosts = path.join(work, `certs.d-pre-${i}`);
+      await writeHostsToml(hosts, 'docker.io', node.url);
+      const r = await ctd.pull('docker.io/library/pre:v1', { hostsDir: hosts });
+      t.equal(r.code, 0, `node ${i + 1} serves the prefetched image with the uplink down: ${r.stderr}`);
+    }
   });
 });
