@@ -16,7 +16,22 @@ import { show } from './values.js';
 
 export const REDACTED = '<redacted>';
 
-export class Secret {
+/** What both kinds of secret print as, however they are printed. */
+abstract class Redacted {
+  toJSON(): string {
+    return REDACTED;
+  }
+
+  toString(): string {
+    return REDACTED;
+  }
+
+  [inspect.custom](): string {
+    return REDACTED;
+  }
+}
+
+export class Secret extends Redacted {
   /**
    * @param file where the *_file key was set (ConfigError.file)
    * @param key the dotted *_file key ("harbor.password_file")
@@ -26,7 +41,9 @@ export class Secret {
     readonly file: string,
     readonly key: string,
     readonly path: string,
-  ) {}
+  ) {
+    super();
+  }
 
   // A private field, so it stays writable on the frozen config.
   #value: string | undefined;
@@ -53,17 +70,6 @@ export class Secret {
     return value;
   }
 
-  toJSON(): string {
-    return REDACTED;
-  }
-
-  toString(): string {
-    return REDACTED;
-  }
-
-  [inspect.custom](): string {
-    return REDACTED;
-  }
 }
 
 /**
@@ -72,7 +78,7 @@ export class Secret {
  * unreadableSecrets), with loadSiteKey's rules: surrounding whitespace
  * removed, at least 32 bytes left. Prints as "<redacted>" like Secret.
  */
-export class SiteKey {
+export class SiteKey extends Redacted {
   /**
    * @param file where key_file was set (ConfigError.file)
    * @param key the dotted key ("peers.key_file")
@@ -82,7 +88,9 @@ export class SiteKey {
     readonly file: string,
     readonly key: string,
     readonly path: string,
-  ) {}
+  ) {
+    super();
+  }
 
   #value: Buffer | undefined;
 
@@ -107,15 +115,4 @@ export class SiteKey {
     return this.#value;
   }
 
-  toJSON(): string {
-    return REDACTED;
-  }
-
-  toString(): string {
-    return REDACTED;
-  }
-
-  [inspect.custom](): string {
-    return REDACTED;
-  }
 }
