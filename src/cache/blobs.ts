@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/metrics.js';
 import { OciError } from '../oci/errors.js';
@@ -42,8 +43,17 @@ export interface BlobRequest {
   fromPeer?: boolean;
 }
 
+/** How long a peer whose bytes for a blob failed verification is left out of that blob's fills. */
+const WRONG_PEER_MS = 60 * 60_000;
+
 export class BlobCache {
   private readonly fills = new Map<string, Fill>();
+  /**
+   * Digest -> the peers whose bytes for it did not match it. A fill whose bytes fail the digest
+   * fails for the clients already streaming it (they get a truncated body, never a wrong one);
+   * the next fill leaves those peers out, or it would ask the same wrong peer first again.
+   */
+  private readonly wrongPeers = new LRUCache<string, Set<string>>({ max: 10_000, ttl: WRONG_PEER_MS });
   /** Where each fill under way came from: content is served per repository, fills included. */
   private readonly origins = new Map<string, { registry: string; repository: string }>();
 
@@ -226,7 +236,11 @@ export class BlobCache {
       peer: true,
       fetch: (d, offset, signal) => peer.getBlob(repository, d, { offset, signal, query: { ns: registry }, ...(req.reqId ? { reqId: req.reqId } : {}) }),
     });
-    const sources = [...peers.before.map(peerSource), upstream, ...peers.after.map(peerSource)];
+    const wrong = this.wrongPeers.get(digest);
+    const trusted = (peer: RegistryClient): boolean => !wrong?.has(peer.registry);
+    const sources = [...peers.before.filter(trusted).map(peerSource), upstream, ...peers.after.filter(trusted).map(peerSource)];
+    /** Peers that delivered bytes to this fill. */
+    const delivered = new Set<string>();
     const fill = new Fill({
       digest,
       store: this.store,
@@ -235,8 +249,10 @@ export class BlobCache {
       sources,
       links: this.store.repository(registry, repository).links,
       onBytes: (n, from) => {
-        if (from.peer) site?.received(from.name, n);
-        else this.metrics.upstreamBytes.inc({ upstream: registry }, n);
+        if (from.peer) {
+          delivered.add(from.name);
+          site?.received(from.name, n);
+        } else this.metrics.upstreamBytes.inc({ upstream: registry }, n);
       },
       ensureRoom: (bytes) => this.store.ensureRoom(bytes),
     });
@@ -247,7 +263,16 @@ export class BlobCache {
     fill.done.then(
       () => log.info({ size: fill.size, ms: Date.now() - started }, 'blob cached'),
       (err: unknown) => {
-        if (err instanceof Error && err.name === 'DigestMismatchError') this.metrics.verifyFailures.inc({ upstream: registry });
+        if (err instanceof Error && err.name === 'DigestMismatchError') {
+          this.metrics.verifyFailures.inc({ upstream: registry });
+          if (delivered.size > 0) {
+            // Which source was wrong cannot be told apart; the upstream stays, the peers go.
+            const left = this.wrongPeers.get(digest) ?? new Set<string>();
+            for (const peer of delivered) left.add(peer);
+            this.wrongPeers.set(digest, left);
+            log.warn({ peers: [...delivered], forMs: WRONG_PEER_MS }, 'bytes from site peers did not match the digest: these peers are not asked for this blob for a while');
+          }
+        }
         log.warn({ err: errText(err), received: fill.accepted }, 'blob fill failed; nothing cached');
       },
     ).finally(() => {

@@ -125,10 +125,11 @@ t.test('site peers under faults', async (t) => {
     // The peer still answers wrongly: node B must not be stuck with it.
     const second = await fetchOnce(blobUrl(nodeB, 'library/flip', layer));
     t.equal(outcomeOf(second, expected), 'exact', `while the peer still flips, the next GET gets the exact bytes from another source (got ${second.status}, ${second.body.length} bytes)`);
+    t.equal(flips.applied, 1, 'the peer that answered wrongly was not asked again for this blob');
 
     flipper.clearRules();
     const third = await fetchOnce(blobUrl(nodeB, 'library/flip', layer));
-    t.equal(outcomeOf(third, expected), 'exact', 'with the peer healed: exact bytes');
+    t.equal(outcomeOf(third, expected), 'exact', 'with the peer healed too: exact bytes');
     await waitForCached(nodeB, layer);
     const after = await inspectCache(nodeB.cacheDir, { rehash: true });
     t.same(after.problems, [], 'node B’s cache is consistent');
