@@ -1,14 +1,25 @@
 /**
  * Site peers for e2e tests: a site key file, peer addresses on 127.0.0.1, .2, .3 (all loopback
- * on Linux), a site of real berths with `[peers]` static members, and a streaming GET that tells
- * the test when the first bytes reached the client (to act in the middle of a transfer).
+ * on Linux), a site of real berths with `[peers]` static members, a streaming GET that tells
+ * the test when the first bytes reached the client (to act in the middle of a transfer), and a
+ * berth node in the test process (the real Mirror, SitePeers and content store, with a
+ * membership the test hands it) for membership sources a daemon cannot yet be pointed at from
+ * a test (a DNS server of the test's own, a Kubernetes API simulator).
  */
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
+import pino from 'pino';
+import { Mirror } from '../../src/cache/mirror.js';
+import { Upstreams } from '../../src/cache/upstreams.js';
+import { loadSiteKey } from '../../src/peers/auth.js';
+import type { Membership } from '../../src/peers/membership.js';
+import { SitePeers } from '../../src/peers/site.js';
+import { createRegistryClient } from '../../src/upstream/client.js';
 import { startBerth, type Berth, type BerthOptions } from './berth.js';
+import { readAll, tempStore } from './cache-fakes.js';
 import type { Fetched } from './fault-proxy.js';
 import { freePort, type Teardown } from './procs.js';
 
@@ -134,4 +145,70 @@ export function streamingGet(url: string, opts: { timeoutMs?: number } = {}): St
 /** Resolves once `node` logged that it committed `digest` to its cache ("blob cached"). */
 export function waitForCached(node: Berth, digest: string, timeoutMs = 60_000): Promise<void> {
   return node.service.waitForOutput(new RegExp(`"digest":"${digest}"[^\\n]*"msg":"blob cached"`), timeoutMs);
+}
+
+export interface InProcessNode {
+  site: SitePeers;
+  mirror: Mirror;
+  /** A blob GET as containerd would make it (`?ns=docker.io`): the bytes the client gets. */
+  getBlob(repository: string, digest: string): Promise<Buffer>;
+}
+
+/**
+ * One berth node in the test process: the real Mirror over a real content store on a temp dir,
+ * its upstream docker.io at `upstreamUrl`, and SitePeers over `membership` (started here) that
+ * signs its requests with the site key, as a daemon's would. It has no peer listener: it asks,
+ * it is never asked.
+ */
+export async function startInProcessNode(t: Teardown, o: { membership: Membership; upstreamUrl: string; keyFile: string }): Promise<InProcessNode> {
+  const fx = await tempStore(t);
+  const logger = pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' });
+  const timeouts = { connectMs: 1_000, headersMs: 10_000, bodyIdleMs: 10_000 };
+  const upstream = createRegistryClient({ registry: 'docker.io', url: o.upstreamUrl, timeouts, logger, pool: { keepAliveTimeoutMs: 1_000 } });
+  const key = loadSiteKey(o.keyFile);
+  await o.membership.start();
+  const site = new SitePeers({ membership: o.membership, key: () => key, scheme: 'http', timeouts, logger, metrics: fx.metrics });
+  const mirror = new Mirror({
+    store: fx.store,
+    refusals: fx.index.refusals,
+    upstreams: new Upstreams([upstream]),
+    metrics: fx.metrics,
+    logger,
+    tagTtlMs: 60_000,
+    serveStale: true,
+    revalidateTimeoutMs: 3_000,
+    site,
+  });
+  t.teardown(async () => {
+    await mirror.drain(10_000);
+    await site.close();
+    await upstream.close();
+  });
+  return {
+    site,
+    mirror,
+    async getBlob(repository, digest) {
+      const h = await mirror.blob({ ns: 'docker.io', name: repository }, digest, { head: false });
+      return readAll(h.open!(0, h.size - 1));
+    },
+  };
+}
+
+/** Resolves once `m.members()` is exactly `expected` (in any order): at once, or on a change. */
+export function membersBecome(m: Membership, expected: readonly string[], timeoutMs = 30_000): Promise<void> {
+  const want = [...expected].sort().join(',');
+  const same = (list: readonly string[]): boolean => [...list].sort().join(',') === want;
+  if (same(m.members())) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`members are ${m.members().join(',') || 'none'}, not ${want}, after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const off = m.onChange((list) => {
+      if (!same(list)) return;
+      clearTimeout(timer);
+      off();
+      resolve();
+    });
+  });
 }
