@@ -9,6 +9,8 @@
  *   disk         room under the cache dir for max_size
  *   tls          berth's and each peer's certificate, skip_verify left on
  *   clock        the node's clock against Harbor's (through [harbor] ca_file)
+ *   peers        [peers]: the site key, the listen address, the members, each
+ *                one's answer to a signed GET /v2/ and its clock (peer-checks.ts)
  *
  * More checks plug in through `extraChecks`.
  */
@@ -32,6 +34,7 @@ import { endpoints, parseHostsToml, sameUrl } from './hosts-toml.js';
 import { berthLiveFinding, diskFinding, harborFinding, probeBerth, upstreamFindings } from './probes.js';
 import { resolveHostsDir } from './targets.js';
 import { readOrNull } from './certs-dir.js';
+import { peerFindings } from './peer-checks.js';
 import { clockSkewFinding, ownCertificateFinding, peerCertificateFindings, skipVerifyFindings } from './tls-checks.js';
 
 export interface DoctorContext {
@@ -170,6 +173,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<Finding[]> {
   const berthProbe = probeBerth(opts.berthUrl, timeoutMs);
   const upstreams = upstreamFindings(opts.config.upstreams, timeoutMs, logger);
   const harbor = opts.config.harbor ? harborFinding(opts.config.harbor, timeoutMs, logger).then((f) => [f]) : Promise.resolve([]);
+  const peers = peerFindings(opts.config, { timeoutMs, logger }).catch((e: unknown) => [finding('error', 'peers.check', `the peer checks failed to run: ${(e as Error).message}`, 'report this as a bug')]);
 
   const findings: Finding[] = [];
   const ctd = await containerdChecks(opts, berthDir);
@@ -188,6 +192,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<Finding[]> {
   findings.push(...(await peerCertificateFindings(opts.config, timeoutMs)));
   findings.push(...(await skipVerifyFindings(dirs)));
   findings.push(...(await clockSkewFinding(opts.config, timeoutMs)));
+  findings.push(...(await peers));
   for (const check of opts.extraChecks ?? []) {
     try {
       findings.push(...(await check(ctx)));
