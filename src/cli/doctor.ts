@@ -17,7 +17,7 @@ const OPTIONS = {
 
 export const doctorCommand: Command = {
   name: 'doctor',
-  summary: 'check this node: containerd, hosts.toml, berth, upstreams, disk',
+  summary: 'check this node: containerd, hosts.toml, berth, upstreams, disk, site peers',
   help: `Usage: berth doctor [--containerd-config FILE] [--hosts-dir DIR]
                    [--berth-url URL] [--timeout DURATION] [--json]
 
@@ -36,6 +36,13 @@ line per finding:
   - berth answers GET /v2/ at the URL containerd uses
   - each upstream and Harbor answer as registries (credentials accepted)
   - free disk under [cache] dir against max_size
+  - with [peers]: key_file readable, at least 32 bytes, not readable by every
+    user; listen is an address of this host (not loopback when the members
+    are not); the members as the daemon reads them (this node among them in
+    a static list); this node's own peer listener and each member answering
+    a signed GET /v2/ (401: another site key, or a clock past clock_window;
+    a registry that answers unsigned requests is no peer listener); each
+    peer's clock from its Date header (warn past 5 s, error past clock_window)
 
 Needs read access to containerd's config (run as root). Changes nothing.
 

@@ -3,6 +3,7 @@ import { EXIT, out } from './command.js';
 import { COMMON_FLAGS, ConfigError, configFrom, parse, withRuntime } from './common.js';
 import { formatDuration, formatSize } from '../config/units.js';
 import type { Runtime } from '../runtime.js';
+import { describeSkew, listSite, probePeers, siteKeyOrError, type PeerProbe } from '../host/peer-checks.js';
 
 export interface StatusReport {
   daemon: { url: string; running: boolean };
@@ -17,6 +18,36 @@ export interface StatusReport {
     projects: ReturnType<NonNullable<Runtime['gate']>['projectsState']>;
   };
   audit: { last24h: Record<string, number>; recentRefusals: { at: string; image: string; reason: string | null }[] };
+  /** null without [peers]. */
+  peers: {
+    /** This node's id among the members ([peers] listen). */
+    self: string;
+    /** "the static list", "DNS name …", "EndpointSlices of ns/svc …". */
+    source: string;
+    /** The list could not be read here (DNS failed, no Kubernetes API outside a pod). */
+    error?: string;
+    members: Omit<PeerProbe, 'problem'>[];
+  } | null;
+}
+
+/**
+ * The site as seen from here: status runs apart from the daemon and cannot read its circuits, so
+ * it reads the membership the way the daemon does and asks each member now.
+ */
+async function sitePeers(rt: Runtime): Promise<StatusReport['peers']> {
+  const peers = rt.config.peers;
+  if (!peers) return null;
+  // A DNS failure is reported below, not logged as the daemon's warning.
+  const site = await listSite(peers, { logger: rt.logger.child({}, { level: 'silent' }), timeoutMs: 5000 });
+  const probes = await probePeers(site.members, {
+    scheme: peers.tls ? 'https' : 'http',
+    key: siteKeyOrError(peers),
+    timeoutMs: 2000,
+    clockWindowMs: peers.clockWindowMs,
+    ...(peers.caFile ? { caFile: peers.caFile } : {}),
+  });
+  const members = probes.map(({ problem: _problem, ...p }) => p);
+  return { self: site.self, source: site.source, ...(site.error !== undefined ? { error: site.error } : {}), members };
 }
 
 async function daemonRunning(listen: string): Promise<boolean> {
@@ -31,6 +62,7 @@ async function daemonRunning(listen: string): Promise<boolean> {
 
 export async function buildStatus(rt: Runtime): Promise<StatusReport> {
   const { config, index, store } = rt;
+  const peers = sitePeers(rt);
   const stats = store.stats();
   const bytes = store.totalBytes();
   const c = index.counters.all();
@@ -81,6 +113,7 @@ export async function buildStatus(rt: Runtime): Promise<StatusReport> {
         .slice(-5)
         .map((r) => ({ at: new Date(r.at).toISOString(), image: `${r.registry}/${r.repository}:${r.reference}`, reason: r.reason })),
     },
+    peers: await peers,
   };
 }
 
@@ -96,7 +129,18 @@ and bytes), the hit ratio since the cache was created (requests answered
 from the cache, and bytes served from it rather than the WAN), whether the
 daemon answers on [server] listen, each upstream's reachability (a /v2/
 ping, 5 s at most), and the Harbor policy snapshot's age when [harbor] is
-configured. Exit 0 unless the report could not be made.
+configured.
+
+With [peers], the site: this node's peer address, where the members come
+from and who they are (the static list, one DNS look-up, or one list of the
+EndpointSlices, read as the daemon reads them), and each member's answer to
+a signed GET /v2/ on its peer listener (2 s at most): signature accepted,
+refused (401: it holds another site key, or its clock is past clock_window),
+not a peer listener, or unreachable; and its clock against this node's, from
+its Date header. status runs apart from the daemon: this is what each peer
+answers now, not the daemon's own view of it.
+
+Exit 0 unless the report could not be made.
 
 Options:
   --json          machine-readable output
@@ -125,6 +169,15 @@ Options:
       const a = s.audit.last24h;
       out(`audit 24h  ${Object.entries(a).map(([k, v]) => `${v} ${k}`).join(', ') || 'no manifest requests'}`);
       for (const r of s.audit.recentRefusals) out(`  refused   ${r.at} ${r.image}: ${r.reason ?? ''}`);
+      if (s.peers) {
+        const p = s.peers;
+        const n = p.members.length;
+        out(`peers       ${p.self} is this node; ${p.error !== undefined ? `members from ${p.source}: ${p.error}` : `${n === 0 ? 'no' : n} other member${n === 1 ? '' : 's'} from ${p.source}`}`);
+        for (const m of p.members) {
+          const clock = m.skewMs !== undefined ? `; its clock is ${describeSkew(m.skewMs)}` : '';
+          out(`  peer      ${m.peer}: ${m.signed ? 'signature accepted' : (m.error ?? 'not sharing')}${m.reachable ? clock : ''}`);
+        }
+      }
       return EXIT.ok;
     });
   },

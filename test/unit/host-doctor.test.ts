@@ -22,7 +22,7 @@ import { pino } from 'pino';
 import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import { ReplayGuard, verifyPeerRequest } from '../../src/peers/auth.js';
-import { listSite, listenFinding, peerFindings } from '../../src/host/peer-checks.js';
+import { listSite, listenFinding, peerFindings, probePeers } from '../../src/host/peer-checks.js';
 import { startDnsServer } from '../harness/dns-server.js';
 import { startK8sSim } from '../k8s-sim/index.js';
 
@@ -370,4 +370,12 @@ t.test('peers: the members as the daemon reads them: a list without this node, D
   sim.put({ name: 'berth-peers-abcde', endpoints: [{ addresses: ['10.0.0.11'] }, { addresses: ['10.0.0.12'] }, { addresses: ['10.0.0.13'], ready: false }], ports: [{ name: 'peer', port: 5051 }] });
   const inside = await listSite(k8sPeers.peers!, { logger: silent, timeoutMs: 2000, kubernetes: { apiServer: sim.url, caFile: sim.caFile, tokenFile: sim.tokenFile } });
   t.same(inside, { self: '10.0.0.11:5051', source: 'EndpointSlices of berth/berth-peers (port "peer")', members: ['10.0.0.12:5051'] }, 'ready endpoints, this node left out');
+});
+
+t.test('peers: a user who cannot read the site key still learns who answers, and why the signature was not checked', async (t) => {
+  const listener = await peerListener(t, keyBytes(randomBytes(32)));
+  const registry = (await fakeRegistry(t)).slice('http://'.length);
+  const probes = await probePeers([listener.id, registry], { scheme: 'http', key: { error: 'peers.key_file: "/etc/berth/site.key" is not readable by this user (uid 1000)' }, timeoutMs: 2000, clockWindowMs: 30_000 });
+  t.match(probes[0], { peer: listener.id, reachable: true, signed: false, status: 401, error: /^answers \(401 to an unsigned request\), but this user cannot sign: peers\.key_file: .* not readable/, problem: 'no-key' });
+  t.match(probes[1], { reachable: true, signed: false, status: 200, error: /answers an unsigned GET \/v2\/ with 200: not a berth peer listener/, problem: 'not-a-peer' });
 });
