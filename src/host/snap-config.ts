@@ -5,7 +5,12 @@
  *   snap set berth server.listen=127.0.0.1:5050 cache.max-size=50GiB \
  *     upstream.docker.registry=docker.io upstream.docker.url=https://registry-1.docker.io
  *
+ *   snap set berth peers.listen=10.0.0.11:5051 peers.key-file=/var/snap/berth/common/site.key \
+ *     peers.members=10.0.0.11:5051,10.0.0.12:5051,10.0.0.13:5051
+ *
  * Snap option names allow no underscores, so `max-size` is berth's `max_size`.
+ * `peers.members` is a JSON list or one comma-separated string, as
+ * BERTH_PEERS_MEMBERS takes it.
  * `upstream.<name>.*` are the [[upstream]] entries, in name order (snapd
  * hands options over sorted); none set: berth's built-in docker.io. The cache
  * lives under $SNAP_COMMON (not copied on refresh: it can be many GB) unless
@@ -22,7 +27,7 @@ import { ConfigError, loadConfig } from '../config/load.js';
 type Table = Record<string, unknown>;
 
 /** The option groups read with `snapctl get -d`. */
-export const SNAP_SECTIONS = ['server', 'cache', 'log', 'harbor', 'upstream'] as const;
+export const SNAP_SECTIONS = ['server', 'cache', 'log', 'harbor', 'upstream', 'peers'] as const;
 
 const isTable = (v: unknown): v is Table => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -41,12 +46,19 @@ export class SnapConfigError extends Error {}
 /** Settings as `snapctl get -d` prints them -> berth.toml text. */
 export function snapSettingsToToml(settings: Table, snapCommon: string): string {
   const doc: Table = {};
-  for (const section of ['server', 'cache', 'log', 'harbor'] as const) {
+  for (const section of ['server', 'cache', 'log', 'harbor', 'peers'] as const) {
     const v = settings[section];
     if (v === undefined || v === '' || v === null) continue;
     if (!isTable(v)) throw new SnapConfigError(`${section} must be a group of options (snap set berth ${section}.<key>=<value>)`);
     const t = tomlKeys(v);
     if (Object.keys(t).length > 0) doc[section] = t;
+  }
+  const peers = doc.peers as Table | undefined;
+  if (typeof peers?.members === 'string') {
+    peers.members = peers.members
+      .split(',')
+      .map((m) => m.trim())
+      .filter((m) => m !== '');
   }
   const cache = (doc.cache as Table | undefined) ?? {};
   if (cache.dir === undefined) cache.dir = path.join(snapCommon, 'cache');
