@@ -7,16 +7,10 @@
  */
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { makeImage, pushImage, run, sha256Digest, startRegistry, startTokenServer } from '../harness/index.js';
+import { MANIFEST_ACCEPT, makeImage, pushImage, run, sha256Digest, startRegistry, startTokenServer } from '../harness/index.js';
 import { startHarborSim, type HarborSim, type Vulnerability } from '../harbor-sim/index.js';
 import { tempDirFor } from '../harness/procs.js';
 
-const ACCEPT = [
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-].join(', ');
 const GENERIC = 'application/vnd.security.vulnerability.report; version=1.1';
 const NATIVE = 'application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0';
 const ROBOT = 'robot$edge-sync';
@@ -58,7 +52,7 @@ async function token(sim: HarborSim, scope: string, creds?: string): Promise<str
 
 async function manifest(sim: HarborSim, repo: string, ref: string, opts: { creds?: string; method?: string } = {}): Promise<Answer> {
   const tok = await token(sim, `repository:${repo}:pull`, opts.creds ?? `${ROBOT}:${ROBOT_SECRET}`);
-  return call(`${sim.url}/v2/${repo}/manifests/${ref}`, { method: opts.method ?? 'GET', headers: { Authorization: `Bearer ${tok}`, Accept: ACCEPT } });
+  return call(`${sim.url}/v2/${repo}/manifests/${ref}`, { method: opts.method ?? 'GET', headers: { Authorization: `Bearer ${tok}`, Accept: MANIFEST_ACCEPT } });
 }
 
 function policyError(t: Test, a: Answer, message: string, what: string): void {
@@ -113,7 +107,7 @@ t.test('Harbor simulator', async (t) => {
     const scanner = 'robot$pol+scanner:Scanner-secret1';
     sim.addRobot('robot$pol+scanner', 'Scanner-secret1', { permissions: [{ kind: 'project', namespace: 'pol', access: [{ resource: 'repository', action: 'pull' }, { resource: 'repository', action: 'scanner-pull' }] }] });
     t.equal((await manifest(sim, 'pol/app', 'v1', { creds: scanner })).status, 200, 'a token with scanner-pull bypasses the policies');
-    const scannerBasic = await call(`${sim.url}/v2/pol/app/manifests/v1`, { headers: { Authorization: basic(scanner), Accept: ACCEPT } });
+    const scannerBasic = await call(`${sim.url}/v2/pol/app/manifests/v1`, { headers: { Authorization: basic(scanner), Accept: MANIFEST_ACCEPT } });
     t.equal(scannerBasic.status, 412, '... but only as a token (SkipPolicyChecking looks at v2token callers)');
 
     sim.setScan('pol', 'app', appDigest, { status: 'Success', vulnerabilities: [] });
@@ -229,11 +223,11 @@ t.test('Harbor simulator', async (t) => {
     t.equal(headOk.status, 200, 'HEAD on an allowed manifest');
     t.equal(headOk.headers.get('docker-content-digest'), appDigest, 'HEAD carries the digest');
     t.equal(headOk.text, '', 'and no body');
-    const direct = await call(`${sim.url}/v2/priv/app/manifests/v1`, { headers: { Authorization: basic(`${ROBOT}:${ROBOT_SECRET}`), Accept: ACCEPT } });
+    const direct = await call(`${sim.url}/v2/priv/app/manifests/v1`, { headers: { Authorization: basic(`${ROBOT}:${ROBOT_SECRET}`), Accept: MANIFEST_ACCEPT } });
     t.equal(direct.status, 200, 'Basic auth straight on /v2 for a robot');
     const tagged = await manifest(sim, 'priv/app', 'v1');
     const notModified = await call(`${sim.url}/v2/priv/app/manifests/v1`, {
-      headers: { Authorization: basic(`${ROBOT}:${ROBOT_SECRET}`), Accept: ACCEPT, 'If-None-Match': tagged.headers.get('etag') ?? '' },
+      headers: { Authorization: basic(`${ROBOT}:${ROBOT_SECRET}`), Accept: MANIFEST_ACCEPT, 'If-None-Match': tagged.headers.get('etag') ?? '' },
     });
     t.equal(notModified.status, 304, 'If-None-Match with the Etag: 304');
 
@@ -264,7 +258,7 @@ t.test('Harbor simulator', async (t) => {
       sim.updateRobot('robot$priv+puller', change);
       const what = change.disabled ? 'disabled' : 'expired';
       t.equal((await manifest(sim, 'priv/app', 'v1', { creds })).status, 401, `${what}: its token carries nothing`);
-      const viaBasic = await call(`${sim.url}/v2/priv/app/manifests/v1`, { headers: { Authorization: basic(creds), Accept: ACCEPT } });
+      const viaBasic = await call(`${sim.url}/v2/priv/app/manifests/v1`, { headers: { Authorization: basic(creds), Accept: MANIFEST_ACCEPT } });
       t.equal(viaBasic.status, 401, `${what}: Basic on /v2 is refused`);
       t.equal(viaBasic.headers.get('www-authenticate'), 'Basic realm="harbor"');
       const api = await call(`${sim.url}/api/v2.0/projects/priv`, { headers: { Authorization: basic(creds) } });
@@ -393,7 +387,7 @@ t.test('Harbor simulator', async (t) => {
       upstream: { url: hub.url, type: 'docker-hub', username: 'hubuser', password: 'hubpass' },
     });
     const tok = await token(sim, 'repository:dockerhub/app:pull', `${ROBOT}:${ROBOT_SECRET}`);
-    const redirect = await call(`${sim.url}/v2/dockerhub/app/manifests/v1`, { headers: { Authorization: `Bearer ${tok}`, Accept: ACCEPT }, redirect: 'manual' });
+    const redirect = await call(`${sim.url}/v2/dockerhub/app/manifests/v1`, { headers: { Authorization: `Bearer ${tok}`, Accept: MANIFEST_ACCEPT }, redirect: 'manual' });
     t.equal(redirect.status, 301, 'docker-hub upstream: a name without a slash is redirected');
     t.equal(redirect.headers.get('location'), '/v2/dockerhub/library/app/manifests/v1');
 

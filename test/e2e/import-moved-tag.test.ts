@@ -12,20 +12,13 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { startTokenServer } from '../harness/token-server.js';
 import { startRegistry } from '../harness/registry.js';
-import { makeImage, pushImage, sha256Digest } from '../harness/images.js';
+import { MANIFEST_ACCEPT, makeImage, pushImage, sha256Digest } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
 import { startBerth } from '../harness/berth.js';
 import { run, tempDirFor } from '../harness/procs.js';
 import { fetchOnce } from '../harness/fault-proxy.js';
 
 /** What containerd sends: any single-image manifest or index. */
-const ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ');
-
 t.test('issue 17: a tag moved by berth import is what the running daemon serves', async (t) => {
   const token = await startTokenServer(t, { users: { pusher: 'push-secret' } });
   const registry = await startRegistry(t, { token });
@@ -48,7 +41,7 @@ t.test('issue 17: a tag moved by berth import is what the running daemon serves'
   const first = await ctd.pull('docker.io/library/app:v1', { hostsDir });
   t.equal(first.code, 0, `pull through berth with the upstream up: ${first.stderr}`);
   t.equal((await ctd.images()).get('docker.io/library/app:v1'), a.manifestDigest, 'containerd got A');
-  const before = await fetchOnce(manifestUrl, { headers: { Accept: ACCEPT } });
+  const before = await fetchOnce(manifestUrl, { headers: { Accept: MANIFEST_ACCEPT } });
   t.equal(before.status, 200, 'GET app:v1 with the upstream up');
   t.equal(before.headers['docker-content-digest'], a.manifestDigest, 'berth answers app:v1 with A while the upstream has A');
 
@@ -71,13 +64,13 @@ t.test('issue 17: a tag moved by berth import is what the running daemon serves'
   await registry.stop();
 
   // 5. The daemon serves what the index holds: B, as stale.
-  const get = await fetchOnce(manifestUrl, { headers: { Accept: ACCEPT } });
+  const get = await fetchOnce(manifestUrl, { headers: { Accept: MANIFEST_ACCEPT } });
   t.equal(get.status, 200, `GET with the upstream down: ${get.status === 200 ? 200 : `${get.status} ${get.body.toString('utf8').slice(0, 200)}`}`);
   t.equal(get.headers['docker-content-digest'], b.manifestDigest, `GET: Docker-Content-Digest is the imported B, not A (${a.manifestDigest})`);
   t.equal(sha256Digest(get.body), b.manifestDigest, "GET: the body is B's manifest");
   t.match(get.headers['warning'], /unreachable/, 'GET: marked stale (the upstream is down)');
 
-  const head = await fetchOnce(manifestUrl, { method: 'HEAD', headers: { Accept: ACCEPT } });
+  const head = await fetchOnce(manifestUrl, { method: 'HEAD', headers: { Accept: MANIFEST_ACCEPT } });
   t.equal(head.status, 200, `HEAD with the upstream down: ${head.status}`);
   t.equal(head.headers['docker-content-digest'], b.manifestDigest, `HEAD: Docker-Content-Digest is the imported B, not A (${a.manifestDigest})`);
   t.match(head.headers['warning'], /unreachable/, 'HEAD: marked stale (the upstream is down)');

@@ -11,20 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { startTokenServer } from '../harness/token-server.js';
 import { startRegistry } from '../harness/registry.js';
-import { makeImage, pushImage, readBlob } from '../harness/images.js';
+import { MANIFEST_ACCEPT, makeImage, pushImage, readBlob } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
 import { startBerth, type Berth } from '../harness/berth.js';
 import { freePort, tempDirFor } from '../harness/procs.js';
 import { fetchOnce, inspectCache, startFaultProxy } from '../harness/fault-proxy.js';
 import { rankMembers } from '../../src/peers/rendezvous.js';
 import { signPeerRequest } from '../../src/peers/auth.js';
-
-const ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ');
 
 async function site(
   t: { teardown(fn: () => unknown): void },
@@ -107,10 +100,10 @@ t.test('site peers', async (t) => {
     const pulled = await ctd.pull('docker.io/library/other:v2', { hostsDir: hostsA });
     t.equal(pulled.code, 0, `node A pulls: ${pulled.stderr}`);
     await registry.stop();
-    const byTag = await fetchOnce(`${c.url}/v2/library/other/manifests/v2?ns=docker.io`, { headers: { Accept: ACCEPT } });
+    const byTag = await fetchOnce(`${c.url}/v2/library/other/manifests/v2?ns=docker.io`, { headers: { Accept: MANIFEST_ACCEPT } });
     t.equal(byTag.status, 200, 'node C answers the tag with the upstream down');
     t.equal(byTag.headers['docker-content-digest'], other.manifestDigest, 'with the digest node A knows');
-    const byDigest = await fetchOnce(`${b.url}/v2/library/other/manifests/${other.manifestDigest}?ns=docker.io`, { headers: { Accept: ACCEPT } });
+    const byDigest = await fetchOnce(`${b.url}/v2/library/other/manifests/${other.manifestDigest}?ns=docker.io`, { headers: { Accept: MANIFEST_ACCEPT } });
     t.equal(byDigest.status, 200, 'node B answers the digest with the upstream down');
     await ctd.forget();
     const hostsC = path.join(work, 'certs.d-c');

@@ -26,6 +26,9 @@ export const MT = {
   dockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
 } as const;
 
+/** An Accept header for a manifest request that takes every manifest type the harness makes (indexes, lists, images). */
+export const MANIFEST_ACCEPT = [MT.ociIndex, MT.ociManifest, MT.dockerList, MT.dockerManifest].join(', ');
+
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
 export interface BlobInfo {
