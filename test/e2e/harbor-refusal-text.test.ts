@@ -10,16 +10,11 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startHarborSim } from '../harbor-sim/index.js';
+import { ROBOT_ACCESS, startHarborSim } from '../harbor-sim/index.js';
 import { makeImage } from '../harness/images.js';
-import { startBerth, type Berth } from '../harness/berth.js';
+import { startBerth } from '../harness/berth.js';
+import { berthManifest, harborAnswer } from '../harness/harbor-pulls.js';
 import { tempDirFor } from '../harness/procs.js';
-
-const ROBOT_ACCESS = ['project:read', 'metadata:list', 'metadata:read', 'repository:list', 'repository:read', 'repository:pull', 'artifact:list', 'artifact:read', 'artifact-addition:read', 'accessory:list', 'tag:list'].map((a) => ({
-  resource: a.split(':')[0]!,
-  action: a.split(':')[1]!,
-}));
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json';
 
 /** Harbor's text for N vulnerabilities against a "High" threshold (vulnerable.go), spelled out so a drift shows. */
 const harborText = (n: string): string =>
@@ -27,22 +22,6 @@ const harborText = (n: string): string =>
   'To continue with pull, please contact your project administrator to exempt matched vulnerabilities through configuring the CVE allowlist.';
 const TWO = harborText('2 vulnerabilities');
 const ONE = harborText('1 vulnerability');
-
-async function harborAnswer(url: string, repo: string, ref: string, user: string, password: string): Promise<{ status: number; message?: string }> {
-  const basic = 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
-  const tok = await fetch(`${url}/service/token?service=harbor-registry&scope=repository:${repo}:pull`, { headers: { Authorization: basic } });
-  const { token } = (await tok.json()) as { token: string };
-  const res = await fetch(`${url}/v2/${repo}/manifests/${ref}`, { headers: { Authorization: `Bearer ${token}`, Accept: ACCEPT } });
-  const body = res.status === 200 ? undefined : ((await res.json()) as { errors: { message: string }[] }).errors[0]?.message;
-  return { status: res.status, ...(body ? { message: body } : {}) };
-}
-
-async function berthManifest(berth: Berth, ns: string, repo: string, ref: string, method = 'GET') {
-  const res = await fetch(`${berth.url}/v2/${repo}/manifests/${ref}?ns=${ns}`, { method, headers: { Accept: ACCEPT } });
-  const text = await res.text();
-  const message = res.status === 200 || !text ? undefined : (JSON.parse(text) as { errors: { code: string; message: string }[] }).errors[0]?.message;
-  return { status: res.status, text, message };
-}
 
 t.test("Harbor's refusal text survives berth's HEADs, by tag and by digest, online and offline", async (t) => {
   const work = await tempDirFor(t, 'berth-harbor-412');
@@ -94,7 +73,7 @@ t.test("Harbor's refusal text survives berth's HEADs, by tag and by digest, onli
   });
 
   await t.test("GET by tag after the client's own HEAD (online)", async (t) => {
-    const head = await berthManifest(berth, sim.host, 'edge/head', 'v1', 'HEAD');
+    const head = await berthManifest(berth, sim.host, 'edge/head', 'v1', { method: 'HEAD' });
     t.equal(head.status, 412);
     t.equal(head.text, '', 'no body on HEAD');
     const get = await berthManifest(berth, sim.host, 'edge/head', 'v1');
@@ -103,7 +82,7 @@ t.test("Harbor's refusal text survives berth's HEADs, by tag and by digest, onli
   });
 
   await t.test('GET by digest after a HEAD: client HEAD then GET, and a digest cached through another repository', async (t) => {
-    const head = await berthManifest(berth, sim.host, 'edge/head', headOnly, 'HEAD');
+    const head = await berthManifest(berth, sim.host, 'edge/head', headOnly, { method: 'HEAD' });
     t.equal(head.status, 412);
     t.equal((await berthManifest(berth, sim.host, 'edge/head', headOnly)).message, TWO, 'client HEAD, then GET by digest');
     t.equal((await berthManifest(berth, sim.host, 'open/shared', shared)).status, 200, 'cached through open/shared');
@@ -115,8 +94,8 @@ t.test("Harbor's refusal text survives berth's HEADs, by tag and by digest, onli
   });
 
   await t.test('a tag only ever refused to a HEAD (containerd resolves with HEAD)', async (t) => {
-    t.equal((await berthManifest(berth, sim.host, 'edge/ctd', 'v1', 'HEAD')).status, 412, 'by tag');
-    t.equal((await berthManifest(berth, sim.host, 'edge/ctd', ctd, 'HEAD')).status, 412, 'by digest');
+    t.equal((await berthManifest(berth, sim.host, 'edge/ctd', 'v1', { method: 'HEAD' })).status, 412, 'by tag');
+    t.equal((await berthManifest(berth, sim.host, 'edge/ctd', ctd, { method: 'HEAD' })).status, 412, 'by digest');
   });
 
   await t.test("offline: every one of them still refused in Harbor's words", async (t) => {

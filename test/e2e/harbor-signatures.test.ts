@@ -14,36 +14,15 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startHarborSim } from '../harbor-sim/index.js';
+import { ROBOT_ACCESS, startHarborSim } from '../harbor-sim/index.js';
 import { makeImage, sha256Digest } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
 import { startBerth, type Berth } from '../harness/berth.js';
+import { berthManifest, harborAnswer } from '../harness/harbor-pulls.js';
 import { run, tempDirFor } from '../harness/procs.js';
 
-const ROBOT_ACCESS = ['project:read', 'metadata:list', 'metadata:read', 'repository:list', 'repository:read', 'repository:pull', 'artifact:list', 'artifact:read', 'artifact-addition:read', 'accessory:list', 'tag:list'].map((a) => ({
-  resource: a.split(':')[0]!,
-  action: a.split(':')[1]!,
-}));
-
+/** What these requests accept: OCI images and indexes, and Docker schema2 images. */
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json';
-
-/** A manifest GET straight from the simulator, with its token flow: Harbor's own answer. */
-async function harborAnswer(url: string, repo: string, ref: string, user: string, password: string): Promise<{ status: number; message?: string }> {
-  const basic = 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
-  const tok = await fetch(`${url}/service/token?service=harbor-registry&scope=repository:${repo}:pull`, { headers: { Authorization: basic } });
-  const { token } = (await tok.json()) as { token: string };
-  const res = await fetch(`${url}/v2/${repo}/manifests/${ref}`, { headers: { Authorization: `Bearer ${token}`, Accept: ACCEPT } });
-  const body = res.status === 200 ? undefined : ((await res.json()) as { errors: { message: string }[] }).errors[0]?.message;
-  return { status: res.status, ...(body ? { message: body } : {}) };
-}
-
-async function berthManifest(berth: Berth, ns: string, repo: string, ref: string, method = 'GET') {
-  const res = await fetch(`${berth.url}/v2/${repo}/manifests/${ref}?ns=${ns}`, { method, headers: { Accept: ACCEPT } });
-  const body = Buffer.from(await res.arrayBuffer());
-  const text = body.toString('utf8');
-  const message = res.status === 200 || method === 'HEAD' ? undefined : (JSON.parse(text) as { errors: { message: string }[] }).errors[0]?.message;
-  return { status: res.status, body, message, digest: res.headers.get('docker-content-digest') };
-}
 
 /** `skopeo inspect --raw` through berth: the manifest GET a signature verifier makes, from a real client. */
 async function skopeoRaw(berth: Berth, repoAndRef: string): Promise<{ code: number | null; digest?: string; stderr: string }> {
@@ -84,19 +63,19 @@ t.test('signature accessories are exempt from the pull checks through berth, as 
 
   await t.test('Harbor itself serves the signatures and refuses the image', async (t) => {
     t.not(firstSig, cosignSig, 'signing again made a new signature manifest');
-    for (const [what, ref] of all) t.equal((await harborAnswer(sim.url, 'signed/app', ref, 'robot$edge-sync', 'Robot-Secret-3')).status, 200, what);
-    t.equal((await harborAnswer(sim.url, 'signed/app', 'v1', 'robot$edge-sync', 'Robot-Secret-3')).status, 412, 'the vulnerable image is refused');
+    for (const [what, ref] of all) t.equal((await harborAnswer(sim.url, 'signed/app', ref, 'robot$edge-sync', 'Robot-Secret-3', ACCEPT)).status, 200, what);
+    t.equal((await harborAnswer(sim.url, 'signed/app', 'v1', 'robot$edge-sync', 'Robot-Secret-3', ACCEPT)).status, 412, 'the vulnerable image is refused');
   });
 
   await t.test('online: the signatures by tag and by digest, GET and HEAD', async (t) => {
     for (const [what, ref, digest] of all) {
-      const head = await berthManifest(berth, sim.host, 'signed/app', ref, 'HEAD');
+      const head = await berthManifest(berth, sim.host, 'signed/app', ref, { method: 'HEAD', accept: ACCEPT });
       t.equal(head.status, 200, `HEAD ${what}`);
-      const get = await berthManifest(berth, sim.host, 'signed/app', ref);
+      const get = await berthManifest(berth, sim.host, 'signed/app', ref, { accept: ACCEPT });
       t.equal(get.status, 200, `GET ${what}: ${get.message ?? ''}`);
       t.equal(sha256Digest(get.body), digest, `GET ${what} is the signature manifest`);
     }
-    const image = await berthManifest(berth, sim.host, 'signed/app', 'v1');
+    const image = await berthManifest(berth, sim.host, 'signed/app', 'v1', { accept: ACCEPT });
     t.equal(image.status, 412, 'the image the signatures sign stays refused');
     t.match(image.message ?? '', /^current image with 1 vulnerability cannot be pulled/);
   });
@@ -125,10 +104,10 @@ t.test('signature accessories are exempt from the pull checks through berth, as 
   await t.test('offline: the signatures still pull, the image is still refused', async (t) => {
     await sim.stop();
     for (const [what, ref] of all) {
-      t.equal((await berthManifest(berth, sim.host, 'signed/app', ref)).status, 200, `GET ${what}`);
-      t.equal((await berthManifest(berth, sim.host, 'signed/app', ref, 'HEAD')).status, 200, `HEAD ${what}`);
+      t.equal((await berthManifest(berth, sim.host, 'signed/app', ref, { accept: ACCEPT })).status, 200, `GET ${what}`);
+      t.equal((await berthManifest(berth, sim.host, 'signed/app', ref, { method: 'HEAD', accept: ACCEPT })).status, 200, `HEAD ${what}`);
     }
-    t.equal((await berthManifest(berth, sim.host, 'signed/app', 'v1')).status, 412, 'the image is refused');
+    t.equal((await berthManifest(berth, sim.host, 'signed/app', 'v1', { accept: ACCEPT })).status, 412, 'the image is refused');
     await sim.start();
   });
 
@@ -139,17 +118,17 @@ t.test('signature accessories are exempt from the pull checks through berth, as 
       upstreams: [{ registry: sim.host, url: sim.url, username: 'robot$edge-sync', password_file: pw }],
       extra: { harbor: { url: sim.url, username: 'robot$edge-sync', password_file: pw, sync_interval: '1h', offline_grace: '72h', on_expired: 'deny' } },
     });
-    for (const [what, ref] of all) t.equal((await berthManifest(fresh, sim.host, 'signed/app', ref)).status, 200, `cached online: ${what}`);
-    await berthManifest(fresh, sim.host, 'signed/app', 'v1');
+    for (const [what, ref] of all) t.equal((await berthManifest(fresh, sim.host, 'signed/app', ref, { accept: ACCEPT })).status, 200, `cached online: ${what}`);
+    await berthManifest(fresh, sim.host, 'signed/app', 'v1', { accept: ACCEPT });
     await sim.stop();
     await fresh.stop();
     await fresh.restart();
     for (const [what, ref] of all) {
-      const get = await berthManifest(fresh, sim.host, 'signed/app', ref);
+      const get = await berthManifest(fresh, sim.host, 'signed/app', ref, { accept: ACCEPT });
       t.equal(get.status, 200, `GET ${what}: ${get.message ?? ''}`);
-      t.equal((await berthManifest(fresh, sim.host, 'signed/app', ref, 'HEAD')).status, 200, `HEAD ${what}`);
+      t.equal((await berthManifest(fresh, sim.host, 'signed/app', ref, { method: 'HEAD', accept: ACCEPT })).status, 200, `HEAD ${what}`);
     }
-    const image = await berthManifest(fresh, sim.host, 'signed/app', 'v1');
+    const image = await berthManifest(fresh, sim.host, 'signed/app', 'v1', { accept: ACCEPT });
     t.equal(image.status, 412, 'the image itself is still refused (its facts are unknown offline: fail closed)');
     await sim.start();
   });

@@ -9,46 +9,12 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startHarborSim } from '../harbor-sim/index.js';
+import { ROBOT_ACCESS, startHarborSim } from '../harbor-sim/index.js';
 import { makeImage } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
-import { startBerth, type Berth } from '../harness/berth.js';
+import { startBerth } from '../harness/berth.js';
+import { berthManifest, harborAnswer } from '../harness/harbor-pulls.js';
 import { tempDirFor, waitFor } from '../harness/procs.js';
-
-/** The minimal grant berth's robot needs (docs/harbor.md: "The robot account"). */
-const ROBOT_ACCESS = [
-  ['project', 'read'],
-  ['metadata', 'list'],
-  ['metadata', 'read'],
-  ['repository', 'list'],
-  ['repository', 'read'],
-  ['repository', 'pull'],
-  ['artifact', 'list'],
-  ['artifact', 'read'],
-  ['artifact-addition', 'read'],
-  ['accessory', 'list'],
-  ['tag', 'list'],
-  ['preheat-policy', 'list'],
-].map(([resource, action]) => ({ resource: resource!, action: action! }));
-
-/** A manifest GET straight from the simulator, with its token flow: Harbor's own answer. */
-async function harborAnswer(url: string, repo: string, ref: string, user: string, password: string): Promise<{ status: number; message?: string }> {
-  const basic = 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
-  const tok = await fetch(`${url}/service/token?service=harbor-registry&scope=repository:${repo}:pull`, { headers: { Authorization: basic } });
-  const { token } = (await tok.json()) as { token: string };
-  const res = await fetch(`${url}/v2/${repo}/manifests/${ref}`, { headers: { Authorization: `Bearer ${token}`, Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' } });
-  const body = res.status === 200 ? undefined : ((await res.json()) as { errors: { message: string }[] }).errors[0]?.message;
-  return { status: res.status, ...(body ? { message: body } : {}) };
-}
-
-async function berthManifest(berth: Berth, ns: string, repo: string, ref: string, o: { method?: string; auth?: string } = {}) {
-  const res = await fetch(`${berth.url}/v2/${repo}/manifests/${ref}?ns=${ns}`, {
-    method: o.method ?? 'GET',
-    headers: { Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json', ...(o.auth ? { Authorization: 'Basic ' + Buffer.from(o.auth).toString('base64') } : {}) },
-  });
-  const text = await res.text();
-  return { status: res.status, text, json: text ? (JSON.parse(text) as { errors?: { code: string; message: string }[] }) : null, headers: res.headers };
-}
 
 t.test('Harbor policy and private projects, online and offline, with real containerd', async (t) => {
   const work = await tempDirFor(t, 'berth-harbor');

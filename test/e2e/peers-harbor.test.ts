@@ -10,20 +10,14 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startHarborSim } from '../harbor-sim/index.js';
+import { ROBOT_ACCESS, startHarborSim } from '../harbor-sim/index.js';
 import { makeImage } from '../harness/images.js';
 import { startBerth, type Berth } from '../harness/berth.js';
+import { OCI_ACCEPT } from '../harness/harbor-pulls.js';
 import { freePort, tempDirFor } from '../harness/procs.js';
 
-const ROBOT_ACCESS = [
-  ['project', 'read'], ['metadata', 'list'], ['metadata', 'read'], ['repository', 'list'], ['repository', 'read'], ['repository', 'pull'],
-  ['artifact', 'list'], ['artifact', 'read'], ['artifact-addition', 'read'], ['accessory', 'list'], ['tag', 'list'], ['preheat-policy', 'list'],
-].map(([resource, action]) => ({ resource: resource!, action: action! }));
-
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json';
-
 function get(berth: Berth, ns: string, p: string, auth?: string): Promise<Response> {
-  return fetch(`${berth.url}/v2/${p}?ns=${ns}`, { headers: { Accept: ACCEPT, ...(auth ? { Authorization: 'Basic ' + Buffer.from(auth).toString('base64') } : {}) } });
+  return fetch(`${berth.url}/v2/${p}?ns=${ns}`, { headers: { Accept: OCI_ACCEPT, ...(auth ? { Authorization: 'Basic ' + Buffer.from(auth).toString('base64') } : {}) } });
 }
 
 t.test('site peers with Harbor: private content and policy stay on the node that answers', async (t) => {

@@ -41,6 +41,7 @@ import {
 } from './state.js';
 
 export { HarborState, MIME_GENERIC_REPORT, MIME_NATIVE_REPORT } from './state.js';
+export { ROBOT_ACCESS } from './grants.js';
 export type { Project, RobotPermission, ScanInput, UpstreamConfig, Vulnerability } from './state.js';
 
 export interface HarborSimOptions {
