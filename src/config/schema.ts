@@ -33,6 +33,7 @@ export const TABLE_SECTIONS = {
     key_file: 'string',
     members: 'list',
     dns: 'string',
+    dns_servers: 'list',
     // An inline table: set in the file only, like the list sections.
     kubernetes: 'table',
     tls_cert_file: 'string',

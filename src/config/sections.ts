@@ -3,7 +3,7 @@
  * schema is read here exactly once; unknown keys are refused before any other
  * check so a typo is reported as itself.
  */
-import { isIP, isIPv6 } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { formatImageReference, parseImageReference } from '../oci/paths.js';
 import { parseMember, type PeerAddress } from '../peers/membership.js';
 import type { Fields } from './fields.js';
@@ -168,6 +168,10 @@ function buildMembership(f: Fields): PeerMembershipConfig {
   const [kind, other] = given;
   if (kind === undefined) f.fail('members', `missing: [peers] needs exactly one of ${MEMBERSHIP_HINT}`);
   if (other !== undefined) f.fail(other, `${f.key(kind)} is set too: [peers] takes exactly one of members, dns or kubernetes`);
+  if (kind !== 'dns' && f.has('dns_servers')) {
+    f.fail('dns_servers', `only goes with dns = "name:port" (the servers asked for the members' records); ${f.key(kind)} does not use DNS`);
+  }
+
 
   if (kind === 'members') {
     const members: string[] = [];
@@ -185,17 +189,58 @@ function buildMembership(f: Fields): PeerMembershipConfig {
     if (isIP(host) !== 0) {
       f.fail('dns', `${show(host)} is an address, not a name whose A/AAAA records list the members (for fixed addresses use members = [...])`);
     }
-    return { kind: 'dns', name: host, port };
+    if (!f.has('dns_servers')) return { kind: 'dns', name: host, port };
+    const servers = f.list('dns_servers').map((s) => f.checked('dns_servers', s, parseDnsServer));
+    if (servers.length === 0) f.fail('dns_servers', "is empty: list at least one server, or leave the key out for the system's resolvers");
+    const twice = servers.find((s, i) => servers.indexOf(s) !== i);
+    if (twice !== undefined) f.fail('dns_servers', `${show(twice)} is listed twice`);
+    return { kind: 'dns', name: host, port, servers };
   }
 
   const k = f.table('kubernetes', KUBERNETES_EXAMPLE) ?? f.fail('kubernetes', `missing (e.g. kubernetes = ${KUBERNETES_EXAMPLE})`);
-  k.checkKnown(['namespace', 'service', 'port']);
-  return {
+  k.checkKnown(['namespace', 'service', 'port', 'api_server', 'token_file', 'ca_file']);
+  const membership: PeerMembershipConfig = {
     kind: 'kubernetes',
     namespace: k.checked('namespace', k.required('namespace', 'berth'), (s) => checkDnsLabel(s, 'a namespace')),
     service: k.checked('service', k.required('service', 'berth-peers'), checkServiceName),
     port: k.checked('port', k.required('port', 'peer'), (s) => checkDnsLabel(s, "a Service port's name")),
   };
+  const apiServer = k.string('api_server');
+  if (apiServer !== undefined) membership.apiServer = k.checked('api_server', apiServer, parseApiServer);
+  const tokenFile = k.readablePath('token_file');
+  if (tokenFile !== undefined) membership.tokenFile = tokenFile;
+  const caFile = k.readablePath('ca_file');
+  if (caFile !== undefined) membership.caFile = caFile;
+  return membership;
+}
+
+const DNS_SERVER_HINT = 'an IP address with an optional port, e.g. "10.0.0.2", "10.0.0.2:5353", "fd00::2" or "[fd00::2]:53"';
+
+/**
+ * A `dns_servers` entry, in the form node:dns setServers takes: "10.0.0.2", "10.0.0.2:5353",
+ * "fd00::2", "[fd00::2]:53". Addresses only: a server named by a name would need a resolver itself.
+ */
+function parseDnsServer(s: string): string {
+  if (isIP(s) !== 0) return isIPv6(s) ? new URL(`http://[${s}]/`).hostname.slice(1, -1) : s;
+  const m = /^\[([^\]]*)\]:([^:]*)$/.exec(s) ?? /^([^:[\]]*):([^:]*)$/.exec(s);
+  if (m === null) throw new Error(`${show(s)} is not a DNS server (${DNS_SERVER_HINT})`);
+  const [, host = '', portText = ''] = m;
+  const bracketed = s.startsWith('[');
+  if (bracketed ? !isIPv6(host) : !isIPv4(host)) {
+    const name = !bracketed && host !== '' && !/^[0-9.]+$/.test(host);
+    throw new Error(`${show(s)}: ${show(host)} is not ${bracketed ? 'an IPv6 address' : 'an IPv4 address'}${name ? ' (a DNS server is named by its address, not a host name)' : ''} (${DNS_SERVER_HINT})`);
+  }
+  const port = /^[0-9]{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (!(port >= 1 && port <= 65535)) throw new Error(`${show(s)}: the port must be a number from 1 to 65535`);
+  return bracketed ? `[${new URL(`http://[${host}]/`).hostname.slice(1, -1)}]:${port}` : `${host}:${port}`;
+}
+
+/** `api_server`: the Kubernetes API's https origin ("https://10.0.0.1:6443"); it is spoken to with the cluster CA only. */
+function parseApiServer(s: string): string {
+  const url = parseHttpUrl(s);
+  if (!url.startsWith('https://')) throw new Error(`${show(s)} must start with https:// (the Kubernetes API is reached over TLS, with ca_file)`);
+  if (new URL(url).pathname !== '/') throw new Error(`${show(s)} must be the API server's address alone, without a path (e.g. "https://10.0.0.1:6443")`);
+  return new URL(url).origin;
 }
 
 export function buildPeers(f: Fields, server: Config['server']): PeersConfig {

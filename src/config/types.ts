@@ -51,10 +51,18 @@ export interface HarborConfig {
 export type PeerMembershipConfig =
   /** `members = [...]`: each in parseMember's normal form, in the order written, no duplicates; may include this node. */
   | { kind: 'static'; members: string[] }
-  /** `dns = "name:port"`: the name's A/AAAA records, each with `port`; re-resolved every resolveIntervalMs. */
-  | { kind: 'dns'; name: string; port: number }
-  /** `kubernetes = { namespace, service, port }`: the ready endpoints of that Service's EndpointSlices; `port` is the port's name. */
-  | { kind: 'kubernetes'; namespace: string; service: string; port: string };
+  /**
+   * `dns = "name:port"`: the name's A/AAAA records, each with `port`; re-resolved every resolveIntervalMs.
+   * `servers` (`dns_servers`): the DNS servers to ask, each "ip" or "ip:port" ("[ipv6]:port"), as
+   * node:dns setServers takes them; absent: the system's (resolv.conf).
+   */
+  | { kind: 'dns'; name: string; port: number; servers?: string[] }
+  /**
+   * `kubernetes = { namespace, service, port }`: the ready endpoints of that Service's EndpointSlices; `port` is the port's name.
+   * `apiServer` ("https://host:port", no path), `tokenFile`, `caFile`: absent, the in-cluster
+   * environment (KUBERNETES_SERVICE_HOST/PORT) and the pod's service account token and ca.crt.
+   */
+  | { kind: 'kubernetes'; namespace: string; service: string; port: string; apiServer?: string; tokenFile?: string; caFile?: string };
 
 export interface PeersConfig {
   /** The peer listener, in parseMember's normal form ("10.0.0.11:5051", "[fd00::11]:5051"): this node's id among the members. */

@@ -20,9 +20,19 @@ export function createMembership(peers: PeersConfig, logger: Logger): Membership
     case 'static':
       return new StaticMembership(m.members, peers.listen);
     case 'dns':
-      return new DnsMembership({ name: m.name, port: m.port, intervalMs: peers.resolveIntervalMs, self: peers.listen, log });
+      return new DnsMembership({ name: m.name, port: m.port, intervalMs: peers.resolveIntervalMs, self: peers.listen, log, ...(m.servers ? { servers: m.servers } : {}) });
     case 'kubernetes':
-      return kubernetesMembership({ namespace: m.namespace, service: m.service, port: m.port, self: peers.listen, log });
+      // api_server, token_file and ca_file, when set, stand in for the in-cluster env and the service account's files.
+      return kubernetesMembership({
+        namespace: m.namespace,
+        service: m.service,
+        port: m.port,
+        self: peers.listen,
+        log,
+        ...(m.apiServer ? { apiServer: m.apiServer } : {}),
+        ...(m.tokenFile ? { tokenFile: m.tokenFile } : {}),
+        ...(m.caFile ? { caFile: m.caFile } : {}),
+      });
   }
 }
 

@@ -150,7 +150,12 @@ export interface DnsMembershipOptions {
   /** This node's peer listen address. */
   self: string;
   log: Logger;
-  /** Defaults to a c-ares resolver with the system's servers and short timeouts; tests point one at their own server. */
+  /**
+   * The DNS servers to ask (`[peers] dns_servers`), in the forms setServers takes ("10.0.0.2",
+   * "10.0.0.2:5353", "[fd00::2]:53"); default: the system's (resolv.conf). Not with `resolver`.
+   */
+  servers?: readonly string[];
+  /** Defaults to a c-ares resolver with `servers` (or the system's) and short timeouts; tests point one at their own server. */
   resolver?: DnsResolver;
 }
 
@@ -160,6 +165,13 @@ const NO_RECORDS = new Set(['ENODATA', 'ENOTFOUND']);
 function errorCode(err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : String(err);
+}
+
+function systemResolver(servers: readonly string[] | undefined): Resolver {
+  const resolver = new Resolver({ timeout: 2_000, tries: 2 });
+  // Throws ERR_INVALID_IP_ADDRESS for an entry that is no address (the config has checked them).
+  if (servers !== undefined && servers.length > 0) resolver.setServers(servers);
+  return resolver;
 }
 
 /** `[peers] dns = "name:port"`: the members are the name's addresses, re-resolved every interval. */
@@ -181,7 +193,7 @@ export class DnsMembership implements Membership {
     this.#opts = opts;
     this.self = parseMember(opts.self).id;
     // A look-up that hangs would hold up the next one; c-ares retries with these bounds.
-    this.#resolver = opts.resolver ?? new Resolver({ timeout: 2_000, tries: 2 });
+    this.#resolver = opts.resolver ?? systemResolver(opts.servers);
   }
 
   async start(): Promise<void> {

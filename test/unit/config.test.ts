@@ -659,6 +659,36 @@ clock_window = "10s"
   );
 });
 
+t.test('[peers] dns_servers and the kubernetes API knobs (a site DNS server; berth outside a pod)', async (t) => {
+  const dir = peersDir(t);
+  write(dir, 'k8s/token', 'token');
+  write(dir, 'k8s/ca.crt', 'ca');
+  const load = (text: string) => loadConfig({ file: write(dir, 'berth.toml', text), env: {}, cwd: dir });
+  t.same(
+    load(`${PEERS}dns = "berth-peers.site:5051"\ndns_servers = ["10.0.0.2", "10.0.0.3:5353", "FD00:0::2", "[FD00::3]:53"]\n`).peers?.membership,
+    { kind: 'dns', name: 'berth-peers.site', port: 5051, servers: ['10.0.0.2', '10.0.0.3:5353', 'fd00::2', '[fd00::3]:53'] },
+    'dns_servers: addresses with or without a port, IPv6 normalised',
+  );
+  t.notOk('servers' in (load(`${PEERS}dns = "berth-peers.site:5051"\n`).peers?.membership ?? {}), "no dns_servers: the system's resolvers");
+  t.same(
+    load(`${PEERS}kubernetes = { namespace = "berth", service = "berth-peers", port = "peer", api_server = "https://10.0.0.1:6443/", token_file = "k8s/token", ca_file = "k8s/ca.crt" }\n`).peers?.membership,
+    { kind: 'kubernetes', namespace: 'berth', service: 'berth-peers', port: 'peer', apiServer: 'https://10.0.0.1:6443', tokenFile: join(dir, 'k8s/token'), caFile: join(dir, 'k8s/ca.crt') },
+    'kubernetes: api_server as an origin, the files from the working directory',
+  );
+  t.same(
+    load(`${PEERS}[peers.kubernetes]\nnamespace = "berth"\nservice = "berth-peers"\nport = "peer"\napi_server = "https://[FD00::1]"\n`).peers?.membership,
+    { kind: 'kubernetes', namespace: 'berth', service: 'berth-peers', port: 'peer', apiServer: 'https://[fd00::1]' },
+    'each of them alone; the others keep their in-cluster defaults',
+  );
+  const env = { BERTH_PEERS_LISTEN: '10.0.0.11:5051', BERTH_PEERS_KEY_FILE: join(dir, 'site.key'), BERTH_PEERS_DNS: 'berth-peers.site:5051', BERTH_PEERS_DNS_SERVERS: '10.0.0.2, [fd00::2]:53' };
+  t.same(loadConfig({ env, cwd: dir }).peers?.membership, { kind: 'dns', name: 'berth-peers.site', port: 5051, servers: ['10.0.0.2', '[fd00::2]:53'] }, 'BERTH_PEERS_DNS_SERVERS, comma-separated');
+  t.match(
+    configError(t, () => loadConfig({ env: { ...env, BERTH_PEERS_DNS_SERVERS: 'ns1.site' }, cwd: dir })),
+    { key: 'peers.dns_servers', file: 'environment BERTH_PEERS_DNS_SERVERS', message: /not a DNS server/ },
+    'and its mistakes name the variable',
+  );
+});
+
 t.test('[peers] defaults', async (t) => {
   const dir = peersDir(t);
   const c = loadConfig({ file: write(dir, 'berth.toml', `${PEERS}members = ["10.0.0.12:5051"]\n`), env: {}, cwd: dir });
@@ -706,7 +736,8 @@ t.test('every [peers] mistake names its key', async (t) => {
     [peers('kubernetes = "berth/berth-peers"'), 'peers.kubernetes', /expected an inline table, got string .* \(e\.g\. kubernetes = \{ namespace = "berth"/],
     [peers('kubernetes = { namespace = "berth", service = "berth-peers" }'), 'peers.kubernetes.port', /missing \(e\.g\. port = "peer"\)/],
     [peers('kubernetes = { namespace = "berth", service = "berth-peers", port = 5051 }'), 'peers.kubernetes.port', /expected a string, got integer 5051/],
-    [peers('kubernetes = { namespace = "berth", service = "berth-peers", port = "peer", name = "x" }'), 'peers.kubernetes.name', /unknown key \(known: namespace, service, port\)/],
+    [peers('kubernetes = { namespace = "berth", service = "berth-peers", port = "peer", name = "x" }'), 'peers.kubernetes.name', /unknown key \(known: namespace, service, port, api_server, token_file, ca_file\)/],
+    [peers('kubernetes = { namespace = "berth", service = "berth-peers", port = "peer", apiserver = "https://10.0.0.1:6443" }'), 'peers.kubernetes.apiserver', /unknown key/],
     [peers('kubernetes = { namespace = "Berth", service = "berth-peers", port = "peer" }'), 'peers.kubernetes.namespace', /"Berth" is not a namespace \(a DNS label/],
     [peers('kubernetes = { namespace = "berth", service = "1-peers", port = "peer" }'), 'peers.kubernetes.service', /"1-peers" is not a Service name/],
     [peers('kubernetes = { namespace = "berth", service = "berth-peers", port = "peer_port" }'), 'peers.kubernetes.port', /"peer_port" is not a Service port's name/],
@@ -714,7 +745,7 @@ t.test('every [peers] mistake names its key', async (t) => {
     [peers(`${members}\ntls_key_file = "tls/peer.key"`), 'peers.tls_cert_file', /go together/],
     [peers(`${members}\ntls_cert_file = "tls/nope.crt"\ntls_key_file = "tls/peer.key"`), 'peers.tls_cert_file', /cannot read ".*nope\.crt": ENOENT/],
     [peers(`${members}\nca_file = "site-ca.crt"`), 'peers.ca_file', /needs tls_cert_file and tls_key_file/],
-    [peers(`${members}\nclock_skew = "30s"`), 'peers.clock_skew', /unknown key \(known: listen, key_file, members, dns, kubernetes, tls_cert_file, tls_key_file, ca_file, resolve_interval, connect_timeout, header_timeout, body_timeout, clock_window\)/],
+    [peers(`${members}\nclock_skew = "30s"`), 'peers.clock_skew', /unknown key \(known: listen, key_file, members, dns, dns_servers, kubernetes, tls_cert_file, tls_key_file, ca_file, resolve_interval, connect_timeout, header_timeout, body_timeout, clock_window\)/],
     [peers(`${members}\nkey = "s3cr3t"`), 'peers.key', /unknown key/],
     [peers(`${members}\nresolve_interval = "0"`), 'peers.resolve_interval', /must be more than 0/],
     [peers(`${members}\nconnect_timeout = "1"`), 'peers.connect_timeout', /"1" has no unit/],
@@ -723,6 +754,29 @@ t.test('every [peers] mistake names its key', async (t) => {
     [peers(`${members}\nclock_window = "0s"`), 'peers.clock_window', /must be more than 0/],
     [peers(`${members}\nclock_window = "1h"`), 'peers.clock_window', /is more than 5m: a captured request could be replayed/],
     ['peers = ["10.0.0.12:5051"]', 'peers', /expected a \[peers\] table/],
+    // dns_servers: only with dns, addresses only.
+    [peers(`${members}\ndns_servers = ["10.0.0.2"]`), 'peers.dns_servers', /only goes with dns = "name:port" .*peers\.members does not use DNS/],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p" }\ndns_servers = ["10.0.0.2"]'), 'peers.dns_servers', /only goes with dns/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = []'), 'peers.dns_servers', /is empty: .*leave the key out for the system's resolvers/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = "10.0.0.2"'), 'peers.dns_servers', /expected an array of strings/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = ["ns1.site.example"]'), 'peers.dns_servers', /"ns1\.site\.example" is not a DNS server \(an IP address with an optional port/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = ["ns1.site.example:53"]'), 'peers.dns_servers', /is not an IPv4 address \(a DNS server is named by its address, not a host name\)/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = ["10.0.0.256"]'), 'peers.dns_servers', /"10\.0\.0\.256" is not a DNS server/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = ["10.0.0.2:0"]'), 'peers.dns_servers', /the port must be a number from 1 to 65535/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = ["10.0.0.2:dns"]'), 'peers.dns_servers', /the port must be a number/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = ["10.0.0.2:53:53"]'), 'peers.dns_servers', /not a DNS server/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = ["[10.0.0.2]:53"]'), 'peers.dns_servers', /"10\.0\.0\.2" is not an IPv6 address/],
+    [peers('dns = "berth-peers:5051"\ndns_servers = ["FD00::2", "fd00::2"]'), 'peers.dns_servers', /"fd00::2" is listed twice/],
+    // kubernetes: api_server https and address only, readable token_file and ca_file.
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", api_server = "http://10.0.0.1:6443" }'), 'peers.kubernetes.api_server', /must start with https:\/\//],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", api_server = "10.0.0.1:6443" }'), 'peers.kubernetes.api_server', /is not a URL|must start with http/],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", api_server = "https://10.0.0.1:6443/k8s" }'), 'peers.kubernetes.api_server', /without a path/],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", api_server = "https://10.0.0.1:6443/?x=1" }'), 'peers.kubernetes.api_server', /must not have a query/],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", api_server = "https://admin:pw@10.0.0.1:6443" }'), 'peers.kubernetes.api_server', /must not carry credentials/],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", api_server = "" }'), 'peers.kubernetes.api_server', /must not be empty/],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", token_file = "nope.token" }'), 'peers.kubernetes.token_file', /cannot read ".*nope\.token": ENOENT/],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", ca_file = "nope-ca.crt" }'), 'peers.kubernetes.ca_file', /cannot read ".*nope-ca\.crt": ENOENT/],
+    [peers('kubernetes = { namespace = "b", service = "s", port = "p", ca_file = 1 }'), 'peers.kubernetes.ca_file', /expected a string, got integer 1/],
   ];
   for (const [text, key, message] of cases) {
     const dir = peersDir(t);
