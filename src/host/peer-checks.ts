@@ -94,11 +94,23 @@ export async function listSite(peers: PeersConfig, opts: ListOptions): Promise<S
         intervalMs: peers.resolveIntervalMs,
         self,
         log,
-        resolver: watchedResolver(opts.resolver ?? new Resolver({ timeout: 2_000, tries: 2 }), (why) => (failure ??= `cannot resolve ${m.name} (${why})`)),
+        resolver: watchedResolver(opts.resolver ?? siteResolver(m.servers), (why) => (failure ??= `cannot resolve ${m.name} (${why})`)),
       });
       break;
     case 'kubernetes':
-      membership = kubernetesMembership({ namespace: m.namespace, service: m.service, port: m.port, self, log, requestTimeoutMs: opts.timeoutMs, ...opts.kubernetes });
+      // The daemon's own API server, token and CA when the config names them (berth outside a pod).
+      membership = kubernetesMembership({
+        namespace: m.namespace,
+        service: m.service,
+        port: m.port,
+        self,
+        log,
+        requestTimeoutMs: opts.timeoutMs,
+        ...(m.apiServer ? { apiServer: m.apiServer } : {}),
+        ...(m.tokenFile ? { tokenFile: m.tokenFile } : {}),
+        ...(m.caFile ? { caFile: m.caFile } : {}),
+        ...opts.kubernetes,
+      });
       break;
   }
   try {
@@ -312,7 +324,9 @@ function isLoopback(ip: string): boolean {
 function listingFinding(peers: PeersConfig, site: SiteListing): Finding {
   if (site.error !== undefined) {
     const fix = peers.membership.kind === 'kubernetes'
-      ? 'run berth doctor inside a berth pod (kubectl -n berth exec ds/berth -- berth doctor), and check the Role that lets berth get, list and watch endpointslices'
+      ? peers.membership.apiServer
+        ? `check that ${peers.membership.apiServer} answers with [peers] kubernetes ca_file and token_file, and the Role that lets berth get, list and watch endpointslices`
+        : 'run berth doctor inside a berth pod (kubectl -n berth exec ds/berth -- berth doctor), and check the Role that lets berth get, list and watch endpointslices'
       : 'check the node\'s DNS resolver and the name in [peers] dns';
     return finding('error', 'peers.members', `site members from ${site.source}: ${site.error}`, fix);
   }
@@ -377,4 +391,11 @@ export async function peerFindings(config: Config, opts: PeerFindingOptions): Pr
   for (const p of members) out.push(memberFinding(p, false, parseMember(p.peer).port));
   out.push(...clockFindings(members, peers.clockWindowMs));
   return out;
+}
+
+/** The resolver the daemon uses for `dns` membership: `dns_servers` when set, else the system's. */
+function siteResolver(servers: readonly string[] | undefined): Resolver {
+  const r = new Resolver({ timeout: 2_000, tries: 2 });
+  if (servers && servers.length > 0) r.setServers([...servers]);
+  return r;
 }

@@ -9,8 +9,8 @@
  *     peers.members=10.0.0.11:5051,10.0.0.12:5051,10.0.0.13:5051
  *
  * Snap option names allow no underscores, so `max-size` is berth's `max_size`.
- * `peers.members` is a JSON list or one comma-separated string, as
- * BERTH_PEERS_MEMBERS takes it.
+ * `peers.members` and `peers.dns-servers` are a JSON list or one
+ * comma-separated string, as BERTH_PEERS_MEMBERS takes it.
  * `upstream.<name>.*` are the [[upstream]] entries, in name order (snapd
  * hands options over sorted); none set: berth's built-in docker.io. The cache
  * lives under $SNAP_COMMON (not copied on refresh: it can be many GB) unless
@@ -54,11 +54,15 @@ export function snapSettingsToToml(settings: Table, snapCommon: string): string 
     if (Object.keys(t).length > 0) doc[section] = t;
   }
   const peers = doc.peers as Table | undefined;
-  if (typeof peers?.members === 'string') {
-    peers.members = peers.members
-      .split(',')
-      .map((m) => m.trim())
-      .filter((m) => m !== '');
+  // Lists may also come as one comma-separated string, as in BERTH_PEERS_*.
+  for (const key of ['members', 'dns_servers']) {
+    const v = peers?.[key];
+    if (peers && typeof v === 'string') {
+      peers[key] = v
+        .split(',')
+        .map((m) => m.trim())
+        .filter((m) => m !== '');
+    }
   }
   const cache = (doc.cache as Table | undefined) ?? {};
   if (cache.dir === undefined) cache.dir = path.join(snapCommon, 'cache');

@@ -7,11 +7,10 @@
  * headless Service's records give one port for every address), each with its own fault proxy in
  * front of a real Distribution behind token auth, so the test sees which node fetched what. The
  * node that asks runs in the test process (test/harness/peers.ts startInProcessNode: the real
- * Mirror, SitePeers and content store): a daemon cannot be pointed at the test's DNS server
- * (DnsMembership uses the system resolver) nor at the simulator (the service account's token
- * and CA are read from /var/run/secrets/kubernetes.io/serviceaccount), so the membership the
- * daemon would build from `[peers] dns` or `[peers] kubernetes` is built here with the test's
- * resolver or the simulator's URL, token and CA.
+ * Mirror, SitePeers and content store), so the test can step the membership through joins,
+ * not-ready endpoints, relists and deletions and see each owner change at once. Daemons that
+ * find each other through `[peers] dns` (dns_servers) and `kubernetes` (api_server, token_file,
+ * ca_file) end to end are in peers-discovery.test.ts.
  */
 import t, { type Test } from 'tap';
 import path from 'node:path';

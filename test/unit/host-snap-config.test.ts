@@ -37,6 +37,9 @@ t.test('a static site: snap set berth peers.listen=… peers.key-file=… peers.
 t.test('a DNS site', async (t) => {
   const text = snapSettingsToToml({ peers: { listen: '10.0.0.11:5051', 'key-file': '/k', dns: 'berth-peers.site.example:5051', 'resolve-interval': '10s', 'connect-timeout': '500ms' } }, '/common');
   t.match(load(t, text).peers, { membership: { kind: 'dns', name: 'berth-peers.site.example', port: 5051 }, resolveIntervalMs: 10_000, timeouts: { connectMs: 500 } });
+  // dns-servers as one comma-separated string, like members.
+  const servers = snapSettingsToToml({ peers: { listen: '10.0.0.11:5051', 'key-file': '/k', dns: 'berth-peers.site.example:5051', 'dns-servers': '10.0.0.2, 10.0.0.3:5353' } }, '/common');
+  t.match(load(t, servers).peers, { membership: { kind: 'dns', servers: ['10.0.0.2', '10.0.0.3:5353'] } });
 });
 
 t.test('no peers options: no [peers] section; a bad value is named in snap spelling by the hook', async (t) => {
