@@ -115,9 +115,8 @@ export class SitePeers implements Site {
       .map((p) => this.client(p));
   }
 
-  received(peer: string, bytes: number): void {
+  received(_peer: string, bytes: number): void {
     this.#opts.metrics?.peerBytes.inc({ direction: 'received' }, bytes);
-    void peer;
   }
 
   /** Each member and what its circuit says (status, doctor). */
