@@ -25,6 +25,8 @@ export interface BenchBerthOptions {
   nodeFlags?: string[];
   /** Another build's cli/main.js (a branch, a patched copy) instead of this checkout's dist/. */
   main?: string;
+  /** More config sections, as they go into berth.toml (e.g. `{ peers: {…} }`). */
+  extra?: Record<string, unknown>;
 }
 
 export interface BenchBerth {
@@ -64,6 +66,7 @@ export async function startBenchBerth(t: Teardown, opts: BenchBerthOptions): Pro
     cache: { dir: cacheDir, tag_ttl: opts.tagTtl ?? '5m', serve_stale: true },
     log: { level: opts.logLevel ?? 'info' },
     upstream: opts.upstreams.map((u) => ({ connect_timeout: '5s', header_timeout: '30s', body_timeout: '30s', ...u })),
+    ...opts.extra,
   };
   const configFile = path.join(dir, 'berth.toml');
   await writeFile(configFile, stringify(config));

@@ -13,7 +13,7 @@ import { makeImage, pushImage, type TestImage } from '../test/harness/images.js'
 import { tempDirFor } from '../test/harness/procs.js';
 import { startRegistry, type Registry } from '../test/harness/registry.js';
 import { startTokenServer, type TokenServer } from '../test/harness/token-server.js';
-import { startBenchBerth, type BenchBerth } from './berth.js';
+import { startBenchBerth, type BenchBerth, type BenchBerthOptions } from './berth.js';
 import { makeStreamedImage } from './images.js';
 import { startNginx, type Nginx } from './nginx.js';
 import type { Scope } from './scope.js';
@@ -30,12 +30,15 @@ export interface Plan {
   pullLayerSize: number;
   wrkSeconds: number;
   startupBlobs: number;
+  /** Measure 7: the image every node of a site pulls at once. */
+  siteLayers: number;
+  siteLayerSize: number;
 }
 
 export function plan(quick: boolean): Plan {
   return quick
-    ? { quick, runs: 3, bigBlob: 128 * MiB, coalBlob: 32 * MiB, coalClients: 50, pullLayers: 4, pullLayerSize: 4 * MiB, wrkSeconds: 2, startupBlobs: 100_000 }
-    : { quick, runs: 5, bigBlob: 512 * MiB, coalBlob: 64 * MiB, coalClients: 50, pullLayers: 6, pullLayerSize: 24 * MiB, wrkSeconds: 5, startupBlobs: 100_000 };
+    ? { quick, runs: 3, bigBlob: 128 * MiB, coalBlob: 32 * MiB, coalClients: 50, pullLayers: 4, pullLayerSize: 4 * MiB, wrkSeconds: 2, startupBlobs: 100_000, siteLayers: 6, siteLayerSize: 16 * MiB }
+    : { quick, runs: 5, bigBlob: 512 * MiB, coalBlob: 64 * MiB, coalClients: 50, pullLayers: 6, pullLayerSize: 24 * MiB, wrkSeconds: 5, startupBlobs: 100_000, siteLayers: 6, siteLayerSize: 24 * MiB };
 }
 
 export const NS = 'docker.io';
@@ -67,6 +70,12 @@ export interface BenchEnv {
   headers(server: Server, repo: string): Record<string, string>;
   /** Stops the proxy, empties its storage, starts it again. */
   wipeProxy(): Promise<void>;
+  /** How berth is run (node flags, another build): the same for every berth a measure starts. */
+  berthOpts: { nodeFlags: string[]; main?: string };
+  /** The [[upstream]] berth is given (the upstream as the mirrors' user), for more berths. */
+  berthUpstreams: BenchBerthOptions['upstreams'];
+  /** Pushes the OCI layout's `TAG` to the upstream as `repo:TAG`. */
+  push(layoutDir: string, repo: string): Promise<void>;
 }
 
 function firstLayer(image: TestImage, repo: string): BenchImage {
@@ -105,8 +114,9 @@ export async function startEnv(scope: Scope, p: Plan, log: (s: string) => void, 
   log(`nginx ${nginx.url}`);
   const pwFile = path.join(work, 'edge.password');
   await writeFile(pwFile, `${EDGE.pass}\n`);
+  const berthUpstreams = [{ registry: NS, url: upstream.url, username: EDGE.user, password_file: pwFile }];
   const berth = await startBenchBerth(scope, {
-    upstreams: [{ registry: NS, url: upstream.url, username: EDGE.user, password_file: pwFile }],
+    upstreams: berthUpstreams,
     nodeFlags: berthOpts.nodeFlags,
     ...(berthOpts.main ? { main: berthOpts.main } : {}),
   });
@@ -139,6 +149,11 @@ export async function startEnv(scope: Scope, p: Plan, log: (s: string) => void, 
       await rm(proxy.dataDir, { recursive: true, force: true });
       await mkdir(proxy.dataDir, { recursive: true });
       await proxy.start();
+    },
+    berthOpts,
+    berthUpstreams,
+    async push(layoutDir, repo) {
+      await pushImage(layoutDir, TAG, upstream, `${repo}:${TAG}`, { creds: PUSHER, timeoutMs: 600_000 });
     },
   };
 }

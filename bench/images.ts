@@ -1,10 +1,10 @@
 /**
- * A single-layer test image of any size, streamed to disk. The harness's
+ * A test image of layers of any size, streamed to disk. The harness's
  * makeImage builds each layer in memory (random bytes, tar, gzip): for a
  * 512 MiB layer that measured 14.6 s and 2.1 GB of RSS here, on a machine
  * others share. This writes the same kind of image (an OCI layout whose
- * layer is a gzip'd ustar of one file of seeded random bytes, with a correct
- * diff_id) in constant memory, with gzip level 0 (stored blocks): random
+ * layers are each a gzip'd ustar of one file of seeded random bytes, with a
+ * correct diff_id) in constant memory, with gzip level 0 (stored blocks): random
  * bytes do not compress anyway, and a mirror only moves bytes, so the layer
  * is as big as asked and made at disk speed.
  */
@@ -45,8 +45,8 @@ function ustarHeader(name: string, size: number): Buffer {
 }
 
 /** The tar stream: header, `size` seeded random bytes, padding, end-of-archive. */
-async function* tarStream(seed: string, size: number): AsyncGenerator<Buffer> {
-  yield ustarHeader('data-0.bin', size);
+async function* tarStream(name: string, seed: string, size: number): AsyncGenerator<Buffer> {
+  yield ustarHeader(name, size);
   const key = createHash('sha256').update(`berth-bench\0${seed}`).digest();
   const cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16));
   const zeros = Buffer.alloc(CHUNK);
@@ -73,18 +73,14 @@ async function putJson(layoutDir: string, value: unknown): Promise<{ digest: str
   return { digest, size: bytes.length };
 }
 
-/** Writes a one-layer OCI image with a `layerSize`-byte file into the layout at `dir`. */
-export async function makeStreamedImage(dir: string, opts: { layerSize: number; seed: string; tag: string }): Promise<TestImage> {
-  const layoutDir = path.resolve(dir);
-  await mkdir(path.join(layoutDir, 'blobs', 'sha256'), { recursive: true });
-  await writeFile(path.join(layoutDir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-
+/** Streams one layer into the layout: its descriptor and diff_id. */
+async function writeLayer(layoutDir: string, name: string, seed: string, size: number): Promise<{ layer: { mediaType: string; digest: string; size: number }; diffId: string }> {
   const tarHash = createHash('sha256');
   const gzHash = createHash('sha256');
   let gzSize = 0;
   const tmp = path.join(layoutDir, 'blobs', 'sha256', `.layer-${process.pid}.tmp`);
   await pipeline(
-    Readable.from(tarStream(opts.seed, opts.layerSize)),
+    Readable.from(tarStream(name, seed, size)),
     hashing((b) => tarHash.update(b)),
     createGzip({ level: 0 }),
     hashing((b) => {
@@ -95,7 +91,24 @@ export async function makeStreamedImage(dir: string, opts: { layerSize: number; 
   );
   const layer = { mediaType: MT.ociLayerGzip, digest: `sha256:${gzHash.digest('hex')}`, size: gzSize };
   await rename(tmp, blobPath(layoutDir, layer.digest));
-  const diffId = `sha256:${tarHash.digest('hex')}`;
+  return { layer, diffId: `sha256:${tarHash.digest('hex')}` };
+}
+
+/**
+ * Writes an OCI image of `layers` (default 1) layers of a `layerSize`-byte
+ * file each into the layout at `dir`. Layer 0 is seeded with `seed` (the
+ * single-layer images are the same bytes as ever), layer i with `seed-i`.
+ */
+export async function makeStreamedImage(dir: string, opts: { layerSize: number; seed: string; tag: string; layers?: number }): Promise<TestImage> {
+  const layoutDir = path.resolve(dir);
+  await mkdir(path.join(layoutDir, 'blobs', 'sha256'), { recursive: true });
+  await writeFile(path.join(layoutDir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+
+  const made: Array<Awaited<ReturnType<typeof writeLayer>>> = [];
+  for (let i = 0; i < (opts.layers ?? 1); i++) {
+    made.push(await writeLayer(layoutDir, `data-${i}.bin`, i === 0 ? opts.seed : `${opts.seed}-${i}`, opts.layerSize));
+  }
+  const layers = made.map((m) => m.layer);
 
   const [os, architecture] = hostPlatform().split('/') as [string, string];
   const config = {
@@ -103,11 +116,11 @@ export async function makeStreamedImage(dir: string, opts: { layerSize: number; 
     architecture,
     os,
     config: {},
-    rootfs: { type: 'layers', diff_ids: [diffId] },
-    history: [{ created: '2024-01-01T00:00:00Z', created_by: `berth-bench layer seed ${opts.seed}` }],
+    rootfs: { type: 'layers', diff_ids: made.map((m) => m.diffId) },
+    history: made.map((_, i) => ({ created: '2024-01-01T00:00:00Z', created_by: `berth-bench layer seed ${i === 0 ? opts.seed : `${opts.seed}-${i}`}` })),
   };
   const cfg = { mediaType: MT.ociConfig, ...(await putJson(layoutDir, config)) };
-  const manifest = { schemaVersion: 2, mediaType: MT.ociManifest, config: cfg, layers: [layer] };
+  const manifest = { schemaVersion: 2, mediaType: MT.ociManifest, config: cfg, layers };
   const m = await putJson(layoutDir, manifest);
   await writeFile(
     path.join(layoutDir, 'index.json'),
@@ -122,7 +135,7 @@ export async function makeStreamedImage(dir: string, opts: { layerSize: number; 
     seed: opts.seed,
     manifestDigest: m.digest,
     mediaType: MT.ociManifest,
-    manifests: [{ digest: m.digest, platform: hostPlatform(), size: m.size, mediaType: MT.ociManifest, config: cfg.digest, layers: [layer.digest] }],
-    blobs: [layer, cfg],
+    manifests: [{ digest: m.digest, platform: hostPlatform(), size: m.size, mediaType: MT.ociManifest, config: cfg.digest, layers: layers.map((l) => l.digest) }],
+    blobs: [...layers, cfg],
   };
 }

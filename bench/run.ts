@@ -18,13 +18,14 @@ import { coldFill } from './measures/cold-fill.js';
 import type { Ctx, Measure } from './measures/context.js';
 import { ctrPull } from './measures/ctr-pull.js';
 import { idleAfterLoad, manifests } from './measures/manifests.js';
+import { site } from './measures/site.js';
 import { startup } from './measures/startup.js';
 import { warmBlob } from './measures/warm-blob.js';
 import { summarizeProfiles } from './profile.js';
 import { finish, machine, markdown, writeReport, type Report, type Row } from './report.js';
 import { Scope } from './scope.js';
 
-const USAGE = 'usage: npm run bench [-- --quick] [--only=1,2,…] [--profile] [--node-flags="--flag …"] [--berth=PATH/cli/main.js] [--no-build] [--no-install]';
+const USAGE = 'usage: npm run bench [-- --quick] [--only=1,2,…,7] [--profile] [--node-flags="--flag …"] [--berth=PATH/cli/main.js] [--no-build] [--no-install]';
 
 interface Args {
   quick: boolean;
@@ -49,7 +50,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (arg.startsWith('--berth=')) a.main = path.resolve(arg.slice(8));
     else if (arg.startsWith('--only=')) {
       const ids = arg.slice(7).split(',').map(Number);
-      if (ids.some((n) => !Number.isInteger(n) || n < 1 || n > 6)) throw new Error(`--only takes measure numbers 1-6: ${arg}\n${USAGE}`);
+      if (ids.some((n) => !Number.isInteger(n) || n < 1 || n > 7)) throw new Error(`--only takes measure numbers 1-7: ${arg}\n${USAGE}`);
       a.only = new Set(ids);
     } else throw new Error(`unknown argument ${arg}\n${USAGE}`);
   }
@@ -94,7 +95,8 @@ async function main(): Promise<number> {
     const env = await startEnv(scope, p, log, args.main ? { nodeFlags: flags, main: args.main } : { nodeFlags: flags });
     const ctx: Ctx = { env, plan: p, client, log, add: (row) => rows.push(finish(row)), note: (n) => notes.push(n) };
     // 5 restarts berth (cold pulls), so it runs before 4, whose berth then sits idle through 6.
-    const measures: Measure[] = [warmBlob, coldFill, coalescing, ctrPull(scope), manifests, startup(scope), idleAfterLoad];
+    // 7 starts berths of its own (a site with peers, and one without) and runs last.
+    const measures: Measure[] = [warmBlob, coldFill, coalescing, ctrPull(scope), manifests, startup(scope), idleAfterLoad, site(scope)];
     for (const m of measures) {
       if (scope.closed) break;
       if (args.only && !args.only.has(m.id)) continue;
