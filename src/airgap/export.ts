@@ -13,7 +13,7 @@ import { digestHex } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import type { Mirror } from '../cache/mirror.js';
 import type { ContentStore } from '../cache/content-store.js';
-import { resolveImage } from '../cache/prefetch.js';
+import { resolveImage, type ImageContents } from '../cache/prefetch.js';
 import { INDEX_FILE, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REF_NAME } from './layout.js';
 
 export interface ExportResult {
@@ -29,7 +29,16 @@ function addBuffer(pack: tar.Pack, name: string, data: Buffer): Promise<void> {
   });
 }
 
-export async function exportImages(from: { mirror: Mirror; store: ContentStore }, images: string[], out: Writable, o: { platforms: Platform[]; allPlatforms: boolean }): Promise<ExportResult> {
+export interface ExportOptions {
+  platforms: Platform[];
+  allPlatforms: boolean;
+  /** Told what will be written before the first byte (pre-flight: may throw to refuse). */
+  beforeWrite?: (resolved: ImageContents[]) => Promise<void> | void;
+  /** Told after each blob is written (progress). */
+  onBlob?: () => void;
+}
+
+export async function exportImages(from: { mirror: Mirror; store: ContentStore }, images: string[], out: Writable, o: ExportOptions): Promise<ExportResult> {
   const { mirror, store } = from;
   // Resolve everything first: a missing image fails before a byte is written.
   const resolved = [];
@@ -39,6 +48,7 @@ export async function exportImages(from: { mirror: Mirror; store: ContentStore }
     for (const b of contents.blobs) await mirror.ensureBlob(target, b.digest);
     resolved.push(contents);
   }
+  await o.beforeWrite?.(resolved);
   const pack = tar.pack();
   const done = pipeline(pack, out);
   const written = new Set<string>();
@@ -64,6 +74,7 @@ export async function exportImages(from: { mirror: Mirror; store: ContentStore }
       written.add(b.digest);
       result.blobs++;
       result.bytes += size;
+      o.onBlob?.();
     }
     // Named by tag when the user gave one, else by digest: the full reference either way.
     const { registry, repository, tag } = c.ref;

@@ -1,15 +1,18 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from './command.js';
 import { EXIT, UsageError, out } from './command.js';
 import { COMMON_FLAGS, configFrom, parse, platformsFrom, withRuntime } from './common.js';
 import { exportImages } from '../airgap/export.js';
-import { formatSize } from '../config/units.js';
+import { planExport } from '../airgap/export-plan.js';
+import { checkExportRoom } from '../airgap/preflight.js';
+import { MIN_VOLUME_SIZE, VolumeWriter } from '../airgap/volumes.js';
+import { formatSize, parseSize } from '../config/units.js';
+import { TransferProgress } from './progress.js';
 
 export const exportCommand: Command = {
   name: 'export',
   summary: 'write cached images as an OCI image-layout tar for an air gap',
-  help: `Usage: berth export IMAGE... -o FILE [--platform OS/ARCH]... [--all-platforms]
+  help: `Usage: berth export IMAGE... -o FILE [--split SIZE] [--platform OS/ARCH]... [--all-platforms]
 
 Writes the images as an OCI image layout in a plain tar (oci-layout,
 index.json, blobs/sha256/...), each named in index.json by the
@@ -18,38 +21,85 @@ org.opencontainers.image.ref.name annotation holding its full reference
 \`berth import\` loads it. Content comes from the cache; what is missing is
 fetched first. The file is written to FILE.partial and renamed when complete.
 
+Before writing, the tar's size is computed and checked against the free
+space where FILE goes; not enough refuses with the numbers, nothing written.
+
+With --split SIZE the tar is cut into volumes FILE.000, FILE.001, … of at
+most SIZE bytes each (e.g. 4GiB for a FAT32 stick; at least 1MiB): the tar
+byte stream cut at SIZE boundaries, so \`cat FILE.0* > FILE\` gives the plain
+tar. \`berth import FILE.0*\` takes the set. Older volumes FILE.NNN past the
+new last one are removed.
+
 Options:
   -o, --output FILE   the tar to write (required)
+  --split SIZE        write volumes of at most SIZE (512MiB, 4GiB, 4000MB, …)
   --platform P        platforms to include from an index (default: this node's)
   --all-platforms     every platform an index offers
-  --json              print the result as JSON
+  --json              print the result as JSON (no progress)
+  -q, --quiet         no progress (a bar on a terminal, else a line every 5s or 10%)
   -v, --verbose       log to stderr
   --config FILE       configuration file
   -h, --help          show this help
 `,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...COMMON_FLAGS, output: { type: 'string', short: 'o' }, platform: { type: 'string', multiple: true }, 'all-platforms': { type: 'boolean' } }, true);
+    const { values, positionals } = parse(
+      argv,
+      { ...COMMON_FLAGS, output: { type: 'string', short: 'o' }, split: { type: 'string' }, quiet: { type: 'boolean', short: 'q' }, platform: { type: 'string', multiple: true }, 'all-platforms': { type: 'boolean' } },
+      true,
+    );
     if (!values.output) throw new UsageError('-o FILE is required');
     if (positionals.length === 0) throw new UsageError('name at least one IMAGE');
+    const split = values.split === undefined ? undefined : splitSize(values.split);
     const config = configFrom(values.config);
     const target = path.resolve(values.output);
-    const partial = `${target}.partial`;
     return withRuntime(config, values.verbose === true, async (rt) => {
-      const stream = fs.createWriteStream(partial, { mode: 0o644 });
+      const writer = new VolumeWriter(target, split);
+      let progress: TransferProgress | undefined;
+      let blobs = 0;
       try {
-        const r = await exportImages(rt, positionals, stream, { platforms: platformsFrom(values.platform), allPlatforms: values['all-platforms'] === true });
-        fs.renameSync(partial, target);
-        if (values.json) out(JSON.stringify({ file: target, ...r }, null, 2));
+        const r = await exportImages(rt, positionals, writer, {
+          platforms: platformsFrom(values.platform),
+          allPlatforms: values['all-platforms'] === true,
+          beforeWrite: async (resolved) => {
+            const plan = planExport(resolved);
+            await checkExportRoom(path.dirname(target), plan.bytes);
+            const p = new TransferProgress({ label: 'export', totalBytes: plan.bytes, totalBlobs: plan.blobs, silent: values.json === true || values.quiet === true });
+            writer.onBytes = (bytes) => p.update({ bytes });
+            progress = p;
+          },
+          onBlob: () => progress?.update({ blobs: ++blobs }),
+        });
+        const removed = await writer.commit();
+        progress?.end();
+        if (values.json) out(JSON.stringify({ file: target, ...(split === undefined ? {} : { volumes: writer.files, removedStaleVolumes: removed }), ...r }, null, 2));
         else {
           for (const i of r.images) out(`${i.name}@${i.digest}`);
-          out(`wrote ${target}: ${r.manifests} manifests, ${r.blobs} blobs, ${formatSize(r.bytes)}`);
+          const what = `${r.manifests} manifests, ${r.blobs} blobs, ${formatSize(r.bytes)}`;
+          if (split === undefined) out(`wrote ${target}: ${what}`);
+          else {
+            out(`wrote ${writer.files.length} volumes of at most ${formatSize(split)}: ${writer.files.join(', ')}: ${what}`);
+            out(`(cat ${path.basename(target)}.0* > ${path.basename(target)} gives the plain tar; berth import takes the volumes)`);
+            for (const f of removed) out(`removed ${f}, left from an older set`);
+          }
         }
         return EXIT.ok;
       } catch (e) {
-        stream.destroy();
-        fs.rmSync(partial, { force: true });
+        progress?.end(false);
+        writer.destroy();
+        await writer.abort();
         throw e;
       }
     });
   },
 };
+
+function splitSize(text: string): number {
+  let bytes: number;
+  try {
+    bytes = parseSize(text);
+  } catch (e) {
+    throw new UsageError(`--split: ${(e as Error).message}`);
+  }
+  if (bytes < MIN_VOLUME_SIZE) throw new UsageError(`--split ${text}: a volume must be at least ${formatSize(MIN_VOLUME_SIZE)}`);
+  return bytes;
+}

@@ -1,14 +1,19 @@
-import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from './command.js';
 import { EXIT, UsageError, out } from './command.js';
 import { COMMON_FLAGS, configFrom, parse, withRuntime } from './common.js';
 import { importArchive } from '../airgap/import.js';
+import { checkImportRoom, importNeeds } from '../airgap/preflight.js';
+import { scanArchive } from '../airgap/scan.js';
+import { VolumeError, VolumeSet } from '../airgap/volumes.js';
 import { formatSize } from '../config/units.js';
+import { TransferProgress } from './progress.js';
 
 export const importCommand: Command = {
   name: 'import',
   summary: 'load an OCI image-layout tar into the cache, verified, and pin it',
   help: `Usage: berth import FILE
+       berth import NAME.tar.000 NAME.tar.001 ...   (the volumes of export --split, any order)
 
 Loads an OCI image-layout tar (from \`berth export\` or \`skopeo copy …
 oci-archive:FILE:docker.io/library/nginx:1.27\`) into the cache. Every blob
@@ -19,26 +24,65 @@ whole tar. On any problem nothing from the tar is kept (exit 1, the reason
 printed). Images named by a full reference get their tag recorded; all are
 pinned.
 
+Before writing anything, the tar's headers are read end to end: a volume
+missing, truncated, out of order or from another set refuses the import,
+naming it. Then the bytes the import adds (blobs the cache lacks) are
+compared with the free space of the cache's filesystem and with
+cache.max_size less what eviction may free (never pinned or in-use
+content): not enough refuses with the numbers, nothing written. Blobs
+already in the cache are checked but not written again, so an interrupted
+import run again writes only the rest.
+
 Options:
-  --json          print the result as JSON
+  --json          print the result as JSON (no progress)
+  -q, --quiet     no progress (a bar on a terminal, else a line every 5s or 10%)
   -v, --verbose   log to stderr
   --config FILE   configuration file
   -h, --help      show this help
 `,
   async run(argv) {
-    const { values, positionals } = parse(argv, COMMON_FLAGS, true);
-    if (positionals.length !== 1) throw new UsageError('name exactly one FILE');
-    const file = positionals[0]!;
-    if (!fs.existsSync(file)) throw new UsageError(`${file}: no such file`);
-    const config = configFrom(values.config);
-    return withRuntime(config, values.verbose === true, async (rt) => {
-      const r = await importArchive({ store: rt.store, pins: rt.index.pins }, fs.createReadStream(file, { highWaterMark: 1 << 20 }));
-      if (values.json) out(JSON.stringify(r, null, 2));
-      else {
-        for (const i of r.images) out(`${i.name}@${i.digest}  pinned${i.tagged ? ', tagged' : ''}`);
-        out(`imported ${r.manifests} manifests, ${r.blobs} blobs, ${formatSize(r.bytes)}`);
-      }
-      return EXIT.ok;
-    });
+    const { values, positionals } = parse(argv, { ...COMMON_FLAGS, quiet: { type: 'boolean', short: 'q' } }, true);
+    if (positionals.length === 0) throw new UsageError('name the archive: FILE, or the volumes of one set');
+    let set: VolumeSet;
+    try {
+      set = VolumeSet.open(positionals);
+    } catch (e) {
+      if (e instanceof VolumeError && positionals.length === 1 && / no such file$/.test(e.message)) throw new UsageError(e.message);
+      throw e;
+    }
+    try {
+      // The whole chain of headers first: a set that is not complete is refused before any write.
+      const scan = scanArchive(set);
+      const beyond = set.after(scan.end).filter((v) => !set.read(v.start, Math.min(v.size, 64 * 1024)).every((b) => b === 0) || v.size > 64 * 1024);
+      if (beyond.length > 0) throw new VolumeError(`volume ${path.basename(beyond[0]!.file)} comes after the end of the archive: it belongs to another set`);
+      const config = configFrom(values.config);
+      return await withRuntime(config, values.verbose === true, async (rt) => {
+        const needs = importNeeds(rt.store, scan.entries);
+        await checkImportRoom(rt.store, { dir: config.cache.dir, maxBytes: config.cache.maxSizeBytes }, needs);
+        const blobEnds = scan.entries.filter((e) => e.name.includes('blobs/')).map((e) => e.offset + e.size);
+        const progress = new TransferProgress({ label: 'import', totalBytes: scan.end, totalBlobs: blobEnds.length, silent: values.json === true || values.quiet === true });
+        let blobsDone = 0;
+        const input = set.stream((bytes) => {
+          while (blobsDone < blobEnds.length && blobEnds[blobsDone]! <= bytes) blobsDone++;
+          progress.update({ bytes, blobs: blobsDone });
+        });
+        let r;
+        try {
+          r = await importArchive({ store: rt.store, pins: rt.index.pins }, input);
+        } catch (e) {
+          progress.end(false);
+          throw e;
+        }
+        progress.end();
+        if (values.json) out(JSON.stringify({ ...r, alreadyHeld: needs.heldBlobs }, null, 2));
+        else {
+          for (const i of r.images) out(`${i.name}@${i.digest}  pinned${i.tagged ? ', tagged' : ''}`);
+          out(`imported ${r.manifests} manifests, ${r.blobs} blobs, ${formatSize(r.bytes)}${needs.heldBlobs > 0 ? ` (${needs.heldBlobs} blobs were already in the cache)` : ''}`);
+        }
+        return EXIT.ok;
+      });
+    } finally {
+      set.close();
+    }
   },
 };
