@@ -17,6 +17,7 @@ import type { BlobWriter } from '../store/blobs.js';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Pins } from '../store/pins.js';
 import { classifyEntry, REF_NAME } from './layout.js';
+import { heldBlob, type HeldBlob } from './held.js';
 
 export class ImportError extends Error {
   readonly code = 'IMPORT_REJECTED';
@@ -42,6 +43,9 @@ async function readSmall(entry: AsyncIterable<unknown>, what: string): Promise<B
   return Buffer.concat(chunks);
 }
 
+/** A blob of the archive on its way in, or one the cache already held. */
+type Staged = { writer: BlobWriter | HeldBlob; size: number };
+
 /** Where an import writes: the content store, and the pins that keep what it loads. */
 export interface ImportTarget {
   store: ContentStore;
@@ -49,7 +53,8 @@ export interface ImportTarget {
 }
 
 export async function importArchive(into: ImportTarget, input: Readable): Promise<ImportResult> {
-  const staged = new Map<string, { writer: BlobWriter; size: number }>();
+  const staged = new Map<string, Staged>();
+  let held: HeldBlob | undefined;
   let layoutSeen = false;
   let indexJson: Buffer | null = null;
   const extract = tar.extract();
@@ -92,6 +97,10 @@ export async function importArchive(into: ImportTarget, input: Readable): Promis
         indexJson = await readSmall(entry, 'index.json');
       } else if (staged.has(c.digest)) {
         entry.resume();
+      } else if ((held = heldBlob(into.store, c.digest, h.size ?? undefined))) {
+        // Already in the cache (an interrupted import run again): checked, not written again.
+        staged.set(c.digest, { writer: held, size: h.size ?? 0 });
+        if (!(await held.absorb(entry, h.size ?? undefined))) throw new ImportError(`blob ${c.digest} does not match its digest (corrupt or truncated archive)`);
       } else {
         const writer = await into.store.createWriter(c.digest);
         staged.set(c.digest, { writer, size: h.size ?? 0 });
@@ -130,7 +139,7 @@ interface Planned {
 }
 
 /** Walks the images index.json names, checking every reference is present and sized right. */
-function plan(indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): { planned: Planned; roots: { desc: Descriptor; name: string | undefined; closure: Set<string> }[] } {
+function plan(indexJson: Buffer, staged: Map<string, Staged>): { planned: Planned; roots: { desc: Descriptor; name: string | undefined; closure: Set<string> }[] } {
   let index: { manifests?: unknown };
   try {
     index = JSON.parse(indexJson.toString('utf8')) as { manifests?: unknown };
@@ -143,7 +152,7 @@ function plan(indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size:
   });
   if (roots.length === 0) throw new ImportError('index.json names no image');
   const planned: Planned = { manifests: new Map(), blobs: new Set() };
-  const need = (d: Descriptor, what: string): { writer: BlobWriter; size: number } => {
+  const need = (d: Descriptor, what: string): Staged => {
     const s = staged.get(d.digest);
     if (!s) throw new ImportError(`${what} ${d.digest} is missing from the archive`);
     if (d.size !== undefined && d.size !== s.size) throw new ImportError(`${what} ${d.digest} is ${s.size} bytes, its descriptor says ${d.size}`);
@@ -184,7 +193,7 @@ function plan(indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size:
   return { planned, roots: withClosures };
 }
 
-async function publish({ store, pins }: ImportTarget, indexJson: Buffer, staged: Map<string, { writer: BlobWriter; size: number }>): Promise<ImportResult> {
+async function publish({ store, pins }: ImportTarget, indexJson: Buffer, staged: Map<string, Staged>): Promise<ImportResult> {
   const { planned, roots } = plan(indexJson, staged);
   const result: ImportResult = { images: [], manifests: 0, blobs: 0, bytes: 0 };
   for (const digest of planned.blobs) {
