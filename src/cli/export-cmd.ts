@@ -70,7 +70,7 @@ Options:
           onBlob: () => progress?.update({ blobs: ++blobs }),
         });
         const removed = await writer.commit();
-        progress?.end();
+        progress?.end(true, { bytes: writer.bytes, blobs });
         if (values.json) out(JSON.stringify({ file: target, ...(split === undefined ? {} : { volumes: writer.files, removedStaleVolumes: removed }), ...r }, null, 2));
         else {
           for (const i of r.images) out(`${i.name}@${i.digest}`);

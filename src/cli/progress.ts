@@ -62,8 +62,10 @@ export class TransferProgress {
   private lastStep = 0;
   private state: TransferState = { bytes: 0, blobs: 0 };
   private ended = false;
+  private total: number;
 
   constructor(private readonly o: TransferProgressOptions) {
+    this.total = o.totalBytes;
     this.write = o.write ?? ((s) => process.stderr.write(s));
     this.tty = o.tty ?? process.stderr.isTTY === true;
     this.now = o.now ?? Date.now;
@@ -82,18 +84,25 @@ export class TransferProgress {
       return;
     }
     const step = this.o.step ?? 0.1;
-    const reached = this.o.totalBytes > 0 ? Math.floor(this.state.bytes / this.o.totalBytes / step) : 0;
+    const reached = this.total > 0 ? Math.floor(this.state.bytes / this.total / step) : 0;
     if (now - this.lastLine >= (this.o.intervalMs ?? 5000) || reached > this.lastStep) {
       this.lastLine = now;
       this.lastStep = reached;
-      if (this.state.bytes < this.o.totalBytes) this.write(`${this.describe(now, false)}\n`);
+      if (this.state.bytes < this.total) this.write(`${this.describe(now, false)}\n`);
     }
   }
 
-  /** The last line (plain mode), or clears the bar (terminal). */
-  end(ok = true): void {
+  /**
+   * The last line (plain mode), or clears the bar (terminal). `final`: the
+   * real totals when the planned ones were an estimate (export's index.json).
+   */
+  end(ok = true, final?: TransferState): void {
     if (this.o.silent || this.ended) return;
     this.ended = true;
+    if (final) {
+      this.state = final;
+      this.total = final.bytes;
+    }
     if (this.tty) this.write('\r\x1b[K');
     else if (ok) this.write(`${this.describe(this.now(), false, true)}\n`);
   }
@@ -101,7 +110,7 @@ export class TransferProgress {
   /** One status line: "import  40%  16MiB/40MiB  3/10 blobs  2MiB/s  ETA 12s". */
   describe(now: number, bar: boolean, done = false): string {
     const { bytes, blobs } = this.state;
-    const total = this.o.totalBytes;
+    const total = this.total;
     const frac = total > 0 ? Math.min(1, bytes / total) : 1;
     const secs = Math.max(0.001, (now - this.started) / 1000);
     const rate = bytes / secs;

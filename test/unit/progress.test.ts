@@ -82,3 +82,11 @@ t.test('silent (--json, --quiet): nothing', async (t) => {
   p.end();
   t.same(lines, []);
 });
+
+t.test('an estimated total (export) ends on the real one', async (t) => {
+  const { p, lines, advance } = harness();
+  advance(3000);
+  p.update({ bytes: 99 * MiB, blobs: 9 });
+  p.end(true, { bytes: 99 * MiB + 512, blobs: 10 });
+  t.equal(lines[lines.length - 1], 'import  100%  99MiB/99MiB  10/10 blobs  done in 3s\n');
+});
