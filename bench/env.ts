@@ -1,8 +1,8 @@
 /**
  * The peers of one bench run, all on 127.0.0.1 with ports chosen at run time:
  * a token server (docker.io's Bearer flow), the upstream Distribution behind
- * it, a Distribution in proxy mode in front of it, nginx over the upstream's
- * blob files, and berth. Both mirrors reach the upstream with the same user
+ * it, a Distribution in proxy mode in front of it, nginx and a plain Node
+ * server over the upstream's blob files, and berth. Both mirrors reach the upstream with the same user
  * through the same token flow, and both answer their own clients
  * anonymously: the same auth on every path, so no side pays for JWTs the
  * other does not.
@@ -16,6 +16,7 @@ import { startTokenServer, type TokenServer } from '../test/harness/token-server
 import { startBenchBerth, type BenchBerth, type BenchBerthOptions } from './berth.js';
 import { makeStreamedImage } from './images.js';
 import { startNginx, type Nginx } from './nginx.js';
+import { startPlainNode, type PlainNode } from './plain-node.js';
 import type { Scope } from './scope.js';
 import { MiB } from './stats.js';
 
@@ -53,7 +54,14 @@ export interface BenchImage {
   layer: { digest: string; size: number };
 }
 
-export type Server = 'berth' | 'proxy' | 'nginx' | 'upstream';
+export type Server = 'berth' | 'proxy' | 'nginx' | 'node' | 'upstream';
+
+/** How every berth of a run is started: node flags, another build, the unit's environment. */
+export interface BerthRunOpts {
+  nodeFlags: string[];
+  main?: string;
+  env?: Record<string, string>;
+}
 
 export interface BenchEnv {
   work: string;
@@ -61,17 +69,21 @@ export interface BenchEnv {
   upstream: Registry;
   proxy: Registry;
   nginx: Nginx;
+  /** node:http piping createReadStream (1 MiB chunks): Node's own ceiling. */
+  plainNode: PlainNode;
   berth: BenchBerth;
   images: { big: BenchImage; coal: BenchImage; app: BenchImage };
   /** Blob URL on a server (berth gets `?ns=`, as containerd sends it). */
   blobUrl(server: Server, img: BenchImage): string;
   manifestUrl(server: 'berth' | 'proxy', repo: string, ref: string): string;
+  /** The server's current process (for its CPU time; the proxy's and berth's change when wiped). */
+  pid(server: Server): number;
   /** Headers a client needs for `server` (a Bearer token for the upstream itself). */
   headers(server: Server, repo: string): Record<string, string>;
   /** Stops the proxy, empties its storage, starts it again. */
   wipeProxy(): Promise<void>;
   /** How berth is run (node flags, another build): the same for every berth a measure starts. */
-  berthOpts: { nodeFlags: string[]; main?: string };
+  berthOpts: BerthRunOpts;
   /** The [[upstream]] berth is given (the upstream as the mirrors' user), for more berths. */
   berthUpstreams: BenchBerthOptions['upstreams'];
   /** Pushes the OCI layout's `TAG` to the upstream as `repo:TAG`. */
@@ -85,7 +97,7 @@ function firstLayer(image: TestImage, repo: string): BenchImage {
   return { image, repo, layer: { digest: blob.digest, size: blob.size } };
 }
 
-export async function startEnv(scope: Scope, p: Plan, log: (s: string) => void, berthOpts: { nodeFlags: string[]; main?: string }): Promise<BenchEnv> {
+export async function startEnv(scope: Scope, p: Plan, log: (s: string) => void, berthOpts: BerthRunOpts): Promise<BenchEnv> {
   const work = await tempDirFor(scope, 'berth-bench');
   const token = await startTokenServer(scope, { users: { pusher: 'push-secret', [EDGE.user]: EDGE.pass }, anonymousPull: false, expiresIn: 3600 });
   const upstream = await startRegistry(scope, { token });
@@ -112,18 +124,19 @@ export async function startEnv(scope: Scope, p: Plan, log: (s: string) => void, 
   log(`Distribution proxy ${proxy.url}`);
   const nginx = await startNginx(scope, upstream.dataDir);
   log(`nginx ${nginx.url}`);
+  const plainNode = await startPlainNode(scope, upstream.dataDir);
+  log(`plain Node server ${plainNode.url}`);
   const pwFile = path.join(work, 'edge.password');
   await writeFile(pwFile, `${EDGE.pass}\n`);
   const berthUpstreams = [{ registry: NS, url: upstream.url, username: EDGE.user, password_file: pwFile }];
   const berth = await startBenchBerth(scope, {
     upstreams: berthUpstreams,
-    nodeFlags: berthOpts.nodeFlags,
-    ...(berthOpts.main ? { main: berthOpts.main } : {}),
+    ...berthOpts,
   });
   log(`berth ${berth.url} (pid ${berth.pid})`);
 
   const base = (server: Server): string =>
-    server === 'berth' ? berth.url : server === 'proxy' ? proxy.url : server === 'nginx' ? nginx.url : upstream.url;
+    server === 'berth' ? berth.url : server === 'proxy' ? proxy.url : server === 'nginx' ? nginx.url : server === 'node' ? plainNode.url : upstream.url;
   const bearers = new Map<string, string>();
   return {
     work,
@@ -131,10 +144,13 @@ export async function startEnv(scope: Scope, p: Plan, log: (s: string) => void, 
     upstream,
     proxy,
     nginx,
+    plainNode,
     berth,
     images,
     blobUrl: (server, img) => `${base(server)}/v2/${img.repo}/blobs/${img.layer.digest}${server === 'berth' ? `?ns=${NS}` : ''}`,
     manifestUrl: (server, repo, ref) => `${base(server)}/v2/${repo}/manifests/${ref}${server === 'berth' ? `?ns=${NS}` : ''}`,
+    pid: (server) =>
+      server === 'berth' ? berth.pid : server === 'proxy' ? proxy.service.pid : server === 'nginx' ? nginx.service.pid : server === 'node' ? plainNode.service.pid : upstream.service.pid,
     headers(server, repo): Record<string, string> {
       if (server !== 'upstream') return {};
       let b = bearers.get(repo);
