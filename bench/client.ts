@@ -10,6 +10,8 @@ import { now } from './stats.js';
 export interface Transfer {
   bytes: number;
   ms: number;
+  /** ms from the request to the first body byte. */
+  ttfbMs: number;
 }
 
 export class BlobClient {
@@ -29,9 +31,11 @@ export class BlobClient {
       const text = await res.body.text().catch(() => '');
       throw new Error(`GET ${url}: status ${res.statusCode} ${text.slice(0, 300)}`);
     }
+    let ttfbMs = -1;
     const bytes = await new Promise<number>((resolve, reject) => {
       let n = 0;
       res.body.on('data', (chunk: Buffer) => {
+        if (n === 0) ttfbMs = now() - t0;
         n += chunk.length;
       });
       res.body.once('end', () => resolve(n));
@@ -39,14 +43,14 @@ export class BlobClient {
     });
     const ms = now() - t0;
     if (bytes !== expectBytes) throw new Error(`GET ${url}: got ${bytes} bytes, expected ${expectBytes}`);
-    return { bytes, ms };
+    return { bytes, ms, ttfbMs };
   }
 
   /** `n` concurrent GETs of `url`: total bytes, and ms from the first request to the last byte of all. */
   async getConcurrent(url: string, n: number, expectBytes: number, headers: Record<string, string> = {}): Promise<Transfer & { each: Transfer[] }> {
     const t0 = now();
     const each = await Promise.all(Array.from({ length: n }, () => this.get(url, expectBytes, headers)));
-    return { bytes: each.reduce((s, x) => s + x.bytes, 0), ms: now() - t0, each };
+    return { bytes: each.reduce((s, x) => s + x.bytes, 0), ms: now() - t0, ttfbMs: Math.min(...each.map((x) => x.ttfbMs)), each };
   }
 
   close(): Promise<void> {

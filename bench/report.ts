@@ -11,8 +11,11 @@ import path from 'node:path';
 import type { Summary } from './stats.js';
 
 export interface Target {
-  /** What the target bounds: the ratio, or berth's median in the row's unit. */
-  on: 'ratio' | 'berth';
+  /**
+   * What the target bounds: the ratio, berth's median in the row's unit, or
+   * the excess (berth's median minus the peer's, in the row's unit).
+   */
+  on: 'ratio' | 'berth' | 'excess';
   op: '>=' | '<=' | '==';
   value: number;
 }
@@ -28,6 +31,8 @@ export interface Row {
   note?: string;
   /** Filled in by `finish`. */
   ratio?: number;
+  /** berth's median minus the peer's (rows with an `excess` target). */
+  excess?: number;
   met?: boolean;
 }
 
@@ -70,8 +75,9 @@ function holds(v: number, t: Target): boolean {
 /** Computes the ratio and whether the target is met. */
 export function finish(row: Row): Row {
   if (row.peer && row.peer.value.median !== 0) row.ratio = row.berth.median / row.peer.value.median;
+  if (row.peer && row.target?.on === 'excess') row.excess = row.berth.median - row.peer.value.median;
   if (row.target) {
-    const v = row.target.on === 'ratio' ? row.ratio : row.berth.median;
+    const v = row.target.on === 'ratio' ? row.ratio : row.target.on === 'excess' ? row.excess : row.berth.median;
     if (v !== undefined) row.met = holds(v, row.target) && (row.target.op !== '==' || (row.berth.min === row.target.value && row.berth.max === row.target.value));
   }
   return row;
@@ -91,6 +97,7 @@ function targetText(row: Row): string {
   const t = row.target;
   if (!t) return '';
   const op = t.op === '==' ? '=' : t.op === '>=' ? '≥' : '≤';
+  if (t.on === 'excess') return `${op} peer + ${fmt(t.value)} ${row.unit}`;
   return t.on === 'ratio' ? `${op} ${fmt(t.value)}x` : `${op} ${fmt(t.value)} ${row.unit}`;
 }
 
@@ -108,7 +115,8 @@ export function markdown(r: Report): string {
   for (const row of r.rows) {
     const arrow = row.better === 'higher' ? '↑' : '↓';
     const peer = row.peer ? `${row.peer.name}: ${cell(row.peer.value, row.unit)}` : '';
-    const ratio = row.ratio === undefined ? '' : `${fmt(row.ratio)}x`;
+    const excess = row.excess === undefined ? '' : ` (${row.excess >= 0 ? '+' : ''}${fmt(row.excess)} ${row.unit})`;
+    const ratio = row.ratio === undefined ? '' : `${fmt(row.ratio)}x${excess}`;
     const met = row.met === undefined ? '' : row.met ? 'met' : '**missed**';
     lines.push(`| ${row.measure} | ${row.what} ${arrow}${row.note ? ` (${row.note})` : ''} | ${cell(row.berth, row.unit)} | ${peer} | ${ratio} | ${targetText(row)} | ${met} |`);
   }
