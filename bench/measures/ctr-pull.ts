@@ -46,8 +46,9 @@ export function ctrPull(scope: Scope): Measure {
       const layers = img.image.manifests[0]?.layers.length ?? 0;
       const mib = img.image.blobs.reduce((s, b) => s + b.size, 0) / 2 ** 20;
       const what = `${layers} layers, ${mib.toFixed(0)} MiB, with unpack`;
-      ctx.add({ measure: '5 ctr pull', what: `cold, ${what}`, unit: 's', better: 'lower', berth: summarize(t.berth.cold), peer: { name: 'Distribution proxy', value: summarize(t.proxy.cold) } });
-      ctx.add({ measure: '5 ctr pull', what: `warm, ${what}`, unit: 's', better: 'lower', berth: summarize(t.berth.warm), peer: { name: 'Distribution proxy', value: summarize(t.proxy.warm) } });
+      const target = { on: 'ratio', op: '<=', value: 1.0 } as const;
+      ctx.add({ measure: '5 ctr pull', what: `cold, ${what}`, unit: 's', better: 'lower', berth: summarize(t.berth.cold), peer: { name: 'Distribution proxy', value: summarize(t.proxy.cold) }, target });
+      ctx.add({ measure: '5 ctr pull', what: `warm, ${what}`, unit: 's', better: 'lower', berth: summarize(t.berth.warm), peer: { name: 'Distribution proxy', value: summarize(t.proxy.warm) }, target });
     },
   };
 }

@@ -51,7 +51,7 @@ export const manifests: Measure = {
     ctx.loadEndedAt = Date.now();
     ctx.add({ measure: '4 manifests', what: 'by tag, within tag_ttl, 32 connections', unit: 'req/s', better: 'higher', berth: summarize(rps.berth.tag), peer: { name: 'Distribution proxy', value: summarize(rps.proxy.tag) }, target: { on: 'ratio', op: '>=', value: 10 } });
     ctx.add({ measure: '4 manifests', what: 'by digest, 32 connections', unit: 'req/s', better: 'higher', berth: summarize(rps.berth.digest), peer: { name: 'Distribution proxy', value: summarize(rps.proxy.digest) }, target: { on: 'ratio', op: '>=', value: 2 } });
-    ctx.add({ measure: '6 memory', what: 'peak RSS during 4', unit: 'MiB', better: 'lower', berth: summarize(peaks), target: { on: 'berth', op: '<=', value: 150 } });
+    ctx.add({ measure: '6 memory', what: 'peak RSS during 4', unit: 'MiB', better: 'lower', berth: summarize(peaks), target: { on: 'berth', op: '<=', value: 128 } });
   },
 };
 
@@ -77,6 +77,7 @@ export const idleAfterLoad: Measure = {
       rss.push(memStatus(env.berth.pid).rssMiB);
     }
     ctx.note(`berth idle a minute after measure 4: ${await heapBreakdown(env.berth.url)}.`);
-    ctx.add({ measure: '6 memory', what: 'idle RSS, 60 s after the load of 4', unit: 'MiB', better: 'lower', berth: summarize(rss), target: { on: 'berth', op: '<=', value: 80 } });
+    // Issue 13 bounds the idle RSS of a fresh start (measure 6) and the peaks, not this one: shown for the trend.
+    ctx.add({ measure: '6 memory', what: 'idle RSS, 60 s after the load of 4', unit: 'MiB', better: 'lower', berth: summarize(rss) });
   },
 };
