@@ -25,6 +25,8 @@ export interface BenchBerthOptions {
   nodeFlags?: string[];
   /** Another build's cli/main.js (a branch, a patched copy) instead of this checkout's dist/. */
   main?: string;
+  /** More environment for the daemon: the systemd unit's `Environment=` (bench/unit.ts). */
+  env?: Record<string, string>;
   /** More config sections, as they go into berth.toml (e.g. `{ peers: {…} }`). */
   extra?: Record<string, unknown>;
 }
@@ -71,7 +73,7 @@ export async function startBenchBerth(t: Teardown, opts: BenchBerthOptions): Pro
   const configFile = path.join(dir, 'berth.toml');
   await writeFile(configFile, stringify(config));
   // berth refuses unknown BERTH_* variables: keep the caller's out.
-  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_')));
+  const env: NodeJS.ProcessEnv = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_'))), ...opts.env };
 
   let service: Service | null = null;
   const start = async (): Promise<number> => {

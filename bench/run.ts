@@ -6,6 +6,11 @@
  * everything it started by pid. A missed target is a row in the table, never
  * an exit code: the exit code is 1 only when the bench itself could not run
  * (a peer did not start, a measure threw).
+ *
+ * Every berth runs with the environment of the systemd unit (its NODE_OPTIONS
+ * and the rest of its `Environment=`), read from systemd/berth.service of the
+ * checkout measured, so memory is the unit's; `--unit=PATH` names another
+ * unit file, `--unit=none` runs bare node.
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -24,6 +29,7 @@ import { warmBlob } from './measures/warm-blob.js';
 import { summarizeProfiles } from './profile.js';
 import { finish, machine, markdown, writeReport, type Report, type Row } from './report.js';
 import { Scope } from './scope.js';
+import { findUnit, unitEnv } from './unit.js';
 
 const USAGE = 'usage: npm run bench [-- --quick] [--only=1,2,…,7] [--profile] [--node-flags="--flag …"] [--berth=PATH/cli/main.js] [--no-build] [--no-install]';
 
@@ -37,15 +43,18 @@ interface Args {
   nodeFlags: string[];
   /** Another build of berth to measure (its cli/main.js), e.g. a patched copy for an A/B. */
   main: string | undefined;
+  /** `--unit=`: the systemd unit whose environment berth gets ('none': none). */
+  unit: string | undefined;
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { quick: false, only: null, profile: false, build: true, install: true, nodeFlags: [], main: undefined };
+  const a: Args = { quick: false, only: null, profile: false, build: true, install: true, nodeFlags: [], main: undefined, unit: undefined };
   for (const arg of argv) {
     if (arg === '--quick') a.quick = true;
     else if (arg === '--profile') a.profile = true;
     else if (arg === '--no-build') a.build = false;
     else if (arg === '--no-install') a.install = false;
+    else if (arg.startsWith('--unit=')) a.unit = arg.slice(7);
     else if (arg.startsWith('--node-flags=')) a.nodeFlags = arg.slice(13).split(/\s+/).filter((f) => f.length > 0);
     else if (arg.startsWith('--berth=')) a.main = path.resolve(arg.slice(8));
     else if (arg.startsWith('--only=')) {
@@ -82,6 +91,8 @@ async function main(): Promise<number> {
   const rows: Row[] = [];
   const notes: string[] = [
     'Peers on 127.0.0.1: Distribution 2.8 upstream behind a token server, Distribution in proxy mode and berth in front of it (both with the same upstream user and token flow, both anonymous to their clients), nginx (sendfile, one process) over the upstream\'s blob files.',
+    'Plain Node: node:http piping createReadStream (highWaterMark 1 MiB) to the response, in a process of its own with no flags, over the same files at the same URLs as nginx: berth ÷ plain Node is berth\'s own overhead.',
+    'CPU per GiB served: utime+stime (+cutime+cstime, and every live descendant\'s) from /proc/PID/stat of each server\'s process, read before and after each transfer, summed over a run and divided by the bytes the clients received; 10 ms ticks. The client\'s CPU (the bench process) is in no figure.',
     'Blob throughput client: undici request() in the bench process, body bytes counted and dropped; it shares the cores with the servers, so nginx\'s figure is the ceiling of client + loopback here.',
     `Manifest load: wrk -t1 -c32 -d${p.wrkSeconds}s per run. berth runs with its default config (log level info: one JSON line per request).`,
   ];
@@ -92,7 +103,10 @@ async function main(): Promise<number> {
     const flags = [...args.nodeFlags, ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
     if (args.nodeFlags.length > 0) notes.push(`berth ran with node flags: ${args.nodeFlags.join(' ')}.`);
     if (args.main) notes.push(`berth under test: ${args.main} (not this checkout's dist/).`);
-    const env = await startEnv(scope, p, log, args.main ? { nodeFlags: flags, main: args.main } : { nodeFlags: flags });
+    const unitFile = findUnit(REPO_ROOT, args.unit, args.main);
+    const unit = unitFile ? unitEnv(unitFile) : null;
+    notes.push(unit ? `berth ran with the environment of ${path.relative(REPO_ROOT, unit.file) || unit.file} (${Object.entries(unit.env).map(([k, v]) => `${k}=${v}`).join(' ') || 'empty'})${unit.skipped.length > 0 ? `; not copied: ${unit.skipped.join(', ')}` : ''}.` : 'berth ran without the systemd unit\'s environment (--unit=none).');
+    const env = await startEnv(scope, p, log, { nodeFlags: flags, ...(args.main ? { main: args.main } : {}), ...(unit ? { env: unit.env } : {}) });
     const ctx: Ctx = { env, plan: p, client, log, add: (row) => rows.push(finish(row)), note: (n) => notes.push(n) };
     // 5 restarts berth (cold pulls), so it runs before 4, whose berth then sits idle through 6.
     // 7 starts berths of its own (a site with peers, and one without) and runs last.
