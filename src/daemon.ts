@@ -17,6 +17,8 @@ import { openRuntime } from './runtime.js';
 import { createPeerApp } from './peers/server.js';
 import { schedulePrefetch } from './cache/prefetch.js';
 import { hostPlatform, parsePlatform } from './oci/platform.js';
+import { watchDaemon } from './metrics/watch.js';
+import { startMetricsListener } from './metrics/listener.js';
 
 export interface Daemon {
   url: string;
@@ -57,9 +59,11 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       const age = gate.snapshotAge();
       const s = gate.snapshotSyncedAt();
       return { ageSeconds: age === null ? null : age / 1000, lastSuccessSeconds: s === null ? null : s / 1000 };
-    });
+    }, config.harbor!.offlineGraceMs / 1000);
     gate.start();
   }
+
+  watchDaemon(rt);
 
   const tlsFiles = config.server.tlsCertFile && config.server.tlsKeyFile ? { certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile } : null;
   const server: ServerType = await new Promise((resolve, reject) => {
@@ -86,6 +90,8 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     if (peerTls) peerCertWatch = watchCertificate(peerServer as https.Server, peerTls, logger);
     logger.info({ listen: peersConfig.listen, tls: peerTls !== null, members: rt.site.members() }, 'listening for site peers');
   }
+  // [server] metrics_listen: /metrics (and /healthz) alone on an address of its own, for a scraper.
+  const metricsListener = config.server.metricsListen ? await startMetricsListener(config.server.metricsListen, metrics, logger) : null;
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `${tlsFiles ? 'https' : 'http'}://${host}:${addr.port}`;
@@ -125,6 +131,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       timer.unref();
       await closed;
       await peerClosed;
+      await metricsListener?.close();
       clearTimeout(timer);
       await rt.close();
       logger.info('stopped');

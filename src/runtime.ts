@@ -62,7 +62,9 @@ function upstreamClient(u: UpstreamConfig, logger: Logger, metrics?: Metrics): R
     opts.observer = (e) => {
       metrics.upstreamRequests.inc({ upstream: e.registry, kind: e.kind, code: String(e.status) });
       metrics.upstreamDuration.observe({ upstream: e.registry, kind: e.kind }, e.durationMs / 1000);
-      metrics.upstreamUp.set({ upstream: e.registry }, e.status === 'error' || (typeof e.status === 'number' && e.status >= 500) ? 0 : 1);
+      const up = e.status === 'error' || (typeof e.status === 'number' && e.status >= 500) ? 0 : 1;
+      metrics.upstreamUp.set({ upstream: e.registry }, up);
+      if (up === 1) metrics.upstreamLastSuccess.set({ upstream: e.registry }, Date.now() / 1000);
     };
   }
   if (u.username !== undefined) opts.username = u.username;

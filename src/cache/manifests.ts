@@ -256,7 +256,7 @@ export class ManifestCache {
   refusalAware(registry: string, repository: string, reference: string, err: unknown): OciError {
     if (err instanceof UpstreamError && err.code === 'UPSTREAM_POLICY') {
       this.refusals.put(registry, repository, reference, err.upstreamMessage);
-      this.metrics.policyDenials.inc({ reason: 'upstream' });
+      this.metrics.policyDenials.inc({ reason: 'upstream', project: '' });
       this.logger.warn({ registry, repository, reference, reason: 'upstream', message: err.upstreamMessage }, 'pull refused by policy');
     } else if (isStaleWorthy(err)) {
       const refused = this.refusals.get(registry, repository, reference);

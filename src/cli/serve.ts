@@ -13,7 +13,9 @@ export const serveCommand: Command = {
 
 Runs the mirror in the foreground (systemd-friendly): the OCI registry API
 for containerd's hosts.toml mirror requests, plus /healthz, /readyz and
-/metrics on the same listener. SIGTERM or SIGINT stops accepting, lets blob
+/metrics on the same listener; with [server] metrics_listen, /metrics and
+/healthz also on that address of their own (for a scraper: docs/monitoring.md).
+SIGTERM or SIGINT stops accepting, lets blob
 transfers under way finish for [server] drain_timeout, then exits 0.
 Every password_file is read at start: one that cannot be read stops it
 with exit 2, naming the key and the file.

@@ -61,6 +61,15 @@ export function buildServer(f: Fields): Config['server'] {
     server.tlsCertFile = tls.certFile;
     server.tlsKeyFile = tls.keyFile;
   }
+  const metrics = f.string('metrics_listen');
+  if (metrics !== undefined) {
+    const m = f.checked('metrics_listen', metrics, parseListen);
+    const wildcard = (h: string) => h === '0.0.0.0' || h === '::';
+    if (m.port === port && (m.host.toLowerCase() === host.toLowerCase() || wildcard(m.host) || wildcard(host))) {
+      f.fail('metrics_listen', `${show(m.listen)} is also listen (${show(listen)}): the metrics listener needs an address or port of its own`);
+    }
+    server.metricsListen = m;
+  }
   return server;
 }
 

@@ -103,6 +103,8 @@ export interface Config {
     tlsKeyFile?: string;
     /** How long SIGTERM waits for in-flight transfers before closing sockets. */
     drainTimeoutMs: number;
+    /** metrics_listen: a second listener for /metrics and /healthz only (none: /metrics stays on listen alone). */
+    metricsListen?: { listen: string; host: string; port: number };
   };
   cache: {
     dir: string;

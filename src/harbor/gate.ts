@@ -223,7 +223,7 @@ export class HarborGate implements PolicyGate {
       if (manifestSignature) d = decide({ ...input, manifestSignature });
     }
     if (d.allow) return;
-    this.opts.metrics?.policyDenials.inc({ reason: d.reason });
+    this.opts.metrics?.policyDenials.inc({ reason: d.reason, project: loc.project });
     this.opts.logger.warn({ registry: req.registry, project: loc.project, repository: loc.repository, digest: req.digest, reason: d.reason, user: req.credentials?.username, message: d.message }, 'pull refused by policy');
     throw new OciError('PROJECTPOLICYVIOLATION', d.message, undefined, { 'X-Berth-Policy-Reason': d.reason });
   }

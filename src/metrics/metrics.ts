@@ -23,9 +23,10 @@ export class Metrics {
   readonly upstreamDuration: client.Histogram<'upstream' | 'kind'>;
   readonly upstreamBytes: client.Counter<'upstream'>;
   readonly upstreamUp: client.Gauge<'upstream'>;
+  readonly upstreamLastSuccess: client.Gauge<'upstream'>;
   readonly verifyFailures: client.Counter<'upstream'>;
   readonly evictions: client.Counter;
-  readonly policyDenials: client.Counter<'reason'>;
+  readonly policyDenials: client.Counter<'reason' | 'project'>;
   readonly credentialFailures: client.Counter;
   readonly credentialLockouts: client.Counter;
   readonly peerRequests: client.Counter<'peer' | 'result'>;
@@ -66,14 +67,27 @@ export class Metrics {
     });
     this.upstreamBytes = new client.Counter({ name: 'berth_upstream_bytes_total', help: 'Blob bytes received from upstreams', labelNames: ['upstream'], registers });
     this.upstreamUp = new client.Gauge({ name: 'berth_upstream_up', help: '1 when the upstream answered its last request, 0 while it is failing', labelNames: ['upstream'], registers });
+    this.upstreamLastSuccess = new client.Gauge({
+      name: 'berth_upstream_last_success_timestamp_seconds',
+      help: 'When the upstream last answered a request (unix seconds; any answer below 500 counts)',
+      labelNames: ['upstream'],
+      registers,
+    });
     this.verifyFailures = new client.Counter({ name: 'berth_digest_mismatches_total', help: 'Upstream content that did not match its digest and was discarded', labelNames: ['upstream'], registers });
     this.evictions = new client.Counter({ name: 'berth_cache_evictions_total', help: 'Blobs evicted to keep the cache under max_size', registers });
-    this.policyDenials = new client.Counter({ name: 'berth_policy_denials_total', help: 'Manifest requests refused by policy', labelNames: ['reason'], registers });
+    this.policyDenials = new client.Counter({
+      name: 'berth_policy_denials_total',
+      help: 'Manifest requests refused by policy, by reason and Harbor project (project is empty for a refusal relayed from an upstream)',
+      labelNames: ['reason', 'project'],
+      registers,
+    });
     this.credentialFailures = new client.Counter({ name: 'berth_credential_failures_total', help: 'Sign-ins to a private project refused for their password (Harbor said no, or offline it did not match the remembered pair)', registers });
     this.credentialLockouts = new client.Counter({ name: 'berth_credential_lockouts_total', help: 'Requests answered 429 because their user name had too many failed sign-ins in the last minutes', registers });
     this.peerRequests = new client.Counter({ name: 'berth_peer_requests_total', help: 'Requests this berth sent to site peers, by peer and result (ok, not_found, unavailable, unauthorized, error)', labelNames: ['peer', 'result'], registers });
     this.peerServed = new client.Counter({ name: 'berth_peer_served_total', help: 'Requests site peers sent to this berth, by kind (blob, manifest, other) and result (ok, not_found, refused, unauthorized, error)', labelNames: ['kind', 'result'], registers });
     this.peerBytes = new client.Counter({ name: 'berth_peer_bytes_total', help: 'Blob bytes received from site peers (received) and sent to them (sent); with berth_upstream_bytes_total, the WAN saving', labelNames: ['direction'], registers });
+    // Known label values start at 0, so a panel shows "none yet" rather than no data.
+    for (const source of ['cache', 'upstream'] as const) this.servedBytes.inc({ source }, 0);
     const stats = opts.cacheStats;
     if (stats) {
       new client.Gauge({
@@ -104,9 +118,19 @@ export class Metrics {
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'berth_' });
   }
 
-  /** Gauges for the Harbor policy snapshot, read on scrape. */
-  watchPolicy(read: () => { ageSeconds: number | null; lastSuccessSeconds: number | null }): void {
+  /**
+   * Gauges for the Harbor policy snapshot, read on scrape, and the offline
+   * grace it is measured against (so an alert compares the two without a constant).
+   */
+  watchPolicy(read: () => { ageSeconds: number | null; lastSuccessSeconds: number | null }, offlineGraceSeconds?: number): void {
     const registers = [this.registry];
+    if (offlineGraceSeconds !== undefined) {
+      new client.Gauge({
+        name: 'berth_policy_offline_grace_seconds',
+        help: '[harbor] offline_grace: how old the policy snapshot (and a remembered pull-secret) may grow before on_expired applies',
+        registers,
+      }).set(offlineGraceSeconds);
+    }
     new client.Gauge({
       name: 'berth_policy_snapshot_age_seconds',
       help: 'Age of the Harbor policy snapshot enforcement uses (absent until the first sync)',
@@ -123,6 +147,47 @@ export class Metrics {
       collect() {
         const v = read().lastSuccessSeconds;
         if (v !== null) this.set(v);
+      },
+    });
+  }
+
+  /**
+   * Gauges of the store beside berth_cache_size_bytes, read on scrape: its
+   * limits (eviction starts above max_size and frees down to the low
+   * watermark), what pins hold, and what `berth verify` set aside.
+   */
+  watchStore(read: {
+    maxBytes: number;
+    lowWatermarkBytes: number;
+    pinCount: () => number;
+    pinnedBytes: () => number;
+    quarantined: () => number;
+  }): void {
+    const registers = [this.registry];
+    new client.Gauge({ name: 'berth_cache_max_size_bytes', help: '[cache] max_size: eviction starts when the cache grows past it (the high watermark)', registers }).set(read.maxBytes);
+    new client.Gauge({ name: 'berth_cache_low_watermark_bytes', help: 'Where eviction stops once started (90% of max_size)', registers }).set(read.lowWatermarkBytes);
+    new client.Gauge({
+      name: 'berth_cache_pins',
+      help: 'Pinned image references (berth prefetch, berth import): eviction never takes them',
+      registers,
+      collect() {
+        this.set(read.pinCount());
+      },
+    });
+    new client.Gauge({
+      name: 'berth_cache_pinned_bytes',
+      help: 'Bytes of blobs the pins keep (all they reference)',
+      registers,
+      collect() {
+        this.set(read.pinnedBytes());
+      },
+    });
+    new client.Gauge({
+      name: 'berth_cache_quarantined_blobs',
+      help: 'Files in <cache>/quarantine: blobs berth verify found corrupt and set aside (stays until an operator removes them)',
+      registers,
+      collect() {
+        this.set(read.quarantined());
       },
     });
   }

@@ -360,7 +360,7 @@ t.test('every kind of bad value or unknown key names the key and the file', asyn
     ['[upstream]\nregistry = "docker.io"', 'upstream', /write \[\[upstream\]\], not \[upstream\]/],
     ['upstream = [1]', 'upstream[0]', /expected a table/],
     ['upstream = []', 'upstream', /at least one \[\[upstream\]\]/],
-    ['[server]\nlisen = "x"', 'server.lisen', /unknown key \(known: listen, tls_cert_file, tls_key_file, drain_timeout\)/],
+    ['[server]\nlisen = "x"', 'server.lisen', /unknown key \(known: listen, tls_cert_file, tls_key_file, drain_timeout, metrics_listen\)/],
     ['[server.tls]\ncert = "x"', 'server.tls', /unknown key/],
     ['[server]\nlisten = 5050', 'server.listen', /expected a string, got integer 5050/],
     ['[server]\nlisten = "5050"', 'server.listen', /not host:port/],
