@@ -23,4 +23,6 @@ export interface PolicyGate {
   authorize(req: AccessRequest): Promise<void>;
   /** Throws an OciError PROJECTPOLICYVIOLATION when policy refuses this manifest. */
   checkManifest(req: AccessRequest & { digest: string }): Promise<void>;
+  /** The Harbor project a repository belongs to (labels refusals an upstream made itself in /metrics). */
+  locate?(registry: string, repository: string): { project: string } | null;
 }

@@ -77,7 +77,7 @@ export class ManifestCache {
     private readonly refusals: Refusals,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-    private readonly opts: { tagTtlMs: number; serveStale: boolean; revalidateTimeoutMs: number; now?: () => number; timer?: Timer; site?: Site | null },
+    private readonly opts: { tagTtlMs: number; serveStale: boolean; revalidateTimeoutMs: number; now?: () => number; timer?: Timer; site?: Site | null; projectOf?: (registry: string, repository: string) => string | undefined },
   ) {}
 
   private now(): number {
@@ -256,7 +256,7 @@ export class ManifestCache {
   refusalAware(registry: string, repository: string, reference: string, err: unknown): OciError {
     if (err instanceof UpstreamError && err.code === 'UPSTREAM_POLICY') {
       this.refusals.put(registry, repository, reference, err.upstreamMessage);
-      this.metrics.policyDenials.inc({ reason: 'upstream', project: '' });
+      this.metrics.policyDenials.inc({ reason: 'upstream', project: this.opts.projectOf?.(registry, repository) ?? '' });
       this.logger.warn({ registry, repository, reference, reason: 'upstream', message: err.upstreamMessage }, 'pull refused by policy');
     } else if (isStaleWorthy(err)) {
       const refused = this.refusals.get(registry, repository, reference);

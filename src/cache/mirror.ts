@@ -64,7 +64,9 @@ export class Mirror {
     this.logger = opts.logger;
     const { tagTtlMs, serveStale, revalidateTimeoutMs, now } = opts;
     const site = opts.site ?? null;
-    this.manifests = new ManifestCache(opts.store.index, opts.refusals, opts.metrics, opts.logger, { tagTtlMs, serveStale, revalidateTimeoutMs, site, ...(now ? { now } : {}) });
+    const gate = opts.gate;
+    const projectOf = gate?.locate ? (registry: string, repository: string) => gate.locate?.(registry, repository)?.project : undefined;
+    this.manifests = new ManifestCache(opts.store.index, opts.refusals, opts.metrics, opts.logger, { tagTtlMs, serveStale, revalidateTimeoutMs, site, ...(now ? { now } : {}), ...(projectOf ? { projectOf } : {}) });
     this.blobs = new BlobCache(opts.store, opts.metrics, opts.logger, { maxResumes: opts.maxResumes ?? 3, site });
   }
 

@@ -77,7 +77,7 @@ export class Metrics {
     this.evictions = new client.Counter({ name: 'berth_cache_evictions_total', help: 'Blobs evicted to keep the cache under max_size', registers });
     this.policyDenials = new client.Counter({
       name: 'berth_policy_denials_total',
-      help: 'Manifest requests refused by policy, by reason and Harbor project (project is empty for a refusal relayed from an upstream)',
+      help: 'Manifest requests refused by policy, by reason and Harbor project (project is empty for an upstream Harbor does not govern)',
       labelNames: ['reason', 'project'],
       registers,
     });
