@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests start on loopback, from Debian's packages,
 # when they are missing: containerd (daemon + ctr), docker-registry (CNCF
-# Distribution 2.8) and skopeo, plus openssl, systemd-analyze and python3-yaml
+# Distribution 2.8), skopeo and prometheus (server and promtool), plus openssl, systemd-analyze and python3-yaml
 # for the TLS and packaging checks. Needs root (or sudo). Safe to run again.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ need=()
 command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 || need+=(containerd)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+# promtool checks and unit-tests the alert rules; the server scrapes berth in test/e2e/monitoring.test.ts.
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v tar >/dev/null 2>&1 || need+=(tar)
 # systemd-analyze verifies the unit file; python3-yaml checks the Kubernetes manifests.
