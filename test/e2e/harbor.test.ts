@@ -175,7 +175,7 @@ t.test('Harbor policy and private projects, online and offline, with real contai
     t.ok(st.policy.projects.some((p) => p.name === 'edge'));
     t.ok((st.audit.last24h.refused ?? 0) >= 2);
     const metrics = await (await fetch(`${berth.url}/metrics`)).text();
-    t.match(metrics, /berth_policy_denials_total\{project="edge",reason="vuln-severity"\} [1-9]/, 'by reason and project');
+    t.match(metrics, /berth_policy_denials_total\{reason="vuln-severity",project="edge"\} [1-9]/, 'by reason and project');
     t.match(metrics, /berth_policy_snapshot_age_seconds \d/);
     const everything = berth.service.output() + a.stdout + metrics + JSON.stringify(st);
     for (const secret of ['Robot-Secret-1', 'alice-pw', 'mallory-pw', 'not-her-password']) t.notOk(everything.includes(secret), `${secret} appears nowhere`);
