@@ -4,6 +4,14 @@
  * Only the content store (cache/) uses this class: it is what keeps these
  * tables and the files on disk in agreement. Every statement is prepared
  * once; access times are deferred (see db.ts).
+ *
+ * Tags are kept in memory once read (a manifest by tag is then a Map hit, not
+ * a SQLite read transaction: ~16 µs each, most of it locking). The copy stays
+ * what the index holds: this connection's own writes update it, and a commit
+ * by any other connection (`berth import` or `berth prefetch` in another
+ * process) changes `PRAGMA data_version`, which empties it. That pragma is a
+ * read transaction too, so it is asked once per event-loop turn, not per
+ * read: a commit is seen by the first request of the next turn.
  */
 import type { Statement } from 'better-sqlite3';
 import { flushDeferred, type Batch, type DB, type Deferred } from './db.js';
@@ -51,9 +59,22 @@ export interface EvictionCandidate {
   last_access: number;
 }
 
+/** Tags kept in memory at most; past it the oldest read goes first. */
+const MAX_CACHED_TAGS = 10_000;
+
+const tagKey = (registry: string, repository: string, tag: string): string => `${registry}\0${repository}\0${tag}`;
+
 export class ContentIndex implements Deferred {
   private readonly pendingAccess = new Map<string, number>();
   private readonly st: ReturnType<typeof prepare>;
+  /** Tags as the index holds them (null: no such tag), valid for `tagsVersion`. */
+  private readonly tags = new Map<string, Readonly<TagRow> | null>();
+  private tagsVersion = -1;
+  /** data_version was read in this event-loop turn. */
+  private versionChecked = false;
+  private readonly nextTurn = (): void => {
+    this.versionChecked = false;
+  };
 
   constructor(readonly db: DB, private readonly now: () => number) {
     this.st = prepare(db);
@@ -128,6 +149,8 @@ export class ContentIndex implements Deferred {
       this.st.deleteRefs.run(digest);
       this.st.deleteTagsOf.run(digest);
     })();
+    // Which tags pointed at it is not known here; eviction and gc are rare.
+    this.tags.clear();
     this.pendingAccess.delete(digest);
   }
 
@@ -136,20 +159,62 @@ export class ContentIndex implements Deferred {
     return this.st.allManifests.iterate();
   }
 
-  getTag(registry: string, repository: string, tag: string): TagRow | undefined {
-    return this.st.getTag.get(registry, repository, tag);
+  /** The tag's row (frozen: it may be the in-memory copy). */
+  getTag(registry: string, repository: string, tag: string): Readonly<TagRow> | undefined {
+    this.dropTagsOthersChanged();
+    const key = tagKey(registry, repository, tag);
+    const kept = this.tags.get(key);
+    if (kept !== undefined) return kept ?? undefined;
+    const row = this.st.getTag.get(registry, repository, tag);
+    const frozen = row ? Object.freeze(row) : undefined;
+    this.keepTag(key, frozen ?? null);
+    return frozen;
   }
 
   putTag(registry: string, repository: string, tag: string, row: TagRow): void {
     this.st.putTag.run(registry, repository, tag, row.digest, row.media_type, row.size, row.fetched_at);
+    this.keepTag(tagKey(registry, repository, tag), Object.freeze({ digest: row.digest, media_type: row.media_type, size: row.size, fetched_at: row.fetched_at }));
   }
 
   touchTag(registry: string, repository: string, tag: string, fetchedAt: number): void {
-    this.st.touchTag.run(fetchedAt, registry, repository, tag);
+    const changed = this.st.touchTag.run(fetchedAt, registry, repository, tag).changes > 0;
+    const key = tagKey(registry, repository, tag);
+    const kept = this.tags.get(key);
+    this.keepTag(key, changed && kept ? Object.freeze({ ...kept, fetched_at: fetchedAt }) : changed ? undefined : null);
   }
 
   deleteTag(registry: string, repository: string, tag: string): void {
     this.st.deleteTag.run(registry, repository, tag);
+    this.keepTag(tagKey(registry, repository, tag), null);
+  }
+
+  /** How many tags are held in memory (tests). */
+  cachedTags(): number {
+    return this.tags.size;
+  }
+
+  /** Empties the tag copy when another connection has committed since it was filled; asked once per turn. */
+  private dropTagsOthersChanged(): void {
+    if (this.versionChecked) return;
+    this.versionChecked = true;
+    setImmediate(this.nextTurn);
+    const version = this.st.dataVersion.get() as number;
+    if (version !== this.tagsVersion) {
+      this.tags.clear();
+      this.tagsVersion = version;
+    }
+  }
+
+  /**
+   * Remembers a row this connection read or wrote (undefined: not known,
+   * read it next time). Inside a transaction the row may yet be rolled back:
+   * then it is only forgotten, and read again.
+   */
+  private keepTag(key: string, row: Readonly<TagRow> | null | undefined): void {
+    this.tags.delete(key);
+    if (row === undefined || this.db.inTransaction) return;
+    if (this.tags.size >= MAX_CACHED_TAGS) this.tags.delete(this.tags.keys().next().value!);
+    this.tags.set(key, row);
   }
 
   listTags(registry: string, repository: string): string[] {
@@ -242,6 +307,7 @@ function prepare(db: DB) {
     putTag: db.prepare('INSERT OR REPLACE INTO tags (registry, repository, tag, digest, media_type, size, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)') as Statement<[string, string, string, string, string, number, number]>,
     touchTag: db.prepare('UPDATE tags SET fetched_at = ? WHERE registry = ? AND repository = ? AND tag = ?') as Statement<[number, string, string, string]>,
     deleteTag: db.prepare('DELETE FROM tags WHERE registry = ? AND repository = ? AND tag = ?') as Statement<[string, string, string]>,
+    dataVersion: db.prepare('PRAGMA data_version').pluck() as Statement<[], number>,
     listTags: db.prepare('SELECT tag FROM tags WHERE registry = ? AND repository = ? ORDER BY tag') as Statement<[string, string], { tag: string }>,
     link: db.prepare('INSERT OR IGNORE INTO links (registry, repository, digest) VALUES (?, ?, ?)') as Statement<[string, string, string]>,
     isLinked: db.prepare('SELECT 1 AS one FROM links WHERE registry = ? AND repository = ? AND digest = ?') as Statement<[string, string, string], { one: number }>,
