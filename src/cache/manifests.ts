@@ -158,10 +158,10 @@ export class ManifestCache {
   }
 
   /**
-   * Tags are read from the index every time (one prepared point lookup), not
-   * kept in memory: another process (`berth import`, `berth prefetch`) may
-   * move a tag while the daemon runs, and the daemon must serve what the
-   * index holds.
+   * Tags are read through the index every time, never kept here: another
+   * process (`berth import`, `berth prefetch`) may move a tag while the
+   * daemon runs, and the daemon must serve what the index holds. The index
+   * keeps its own copy, emptied when another connection commits.
    */
   private tagRow(registry: string, repository: string, tag: string): TagRow | undefined {
     return this.index.getTag(registry, repository, tag);
