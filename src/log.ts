@@ -3,8 +3,17 @@
  * as a second line of defence; the first is never putting them in a log
  * object at all.
  */
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+
+/**
+ * pino-pretty only for a person at a terminal: loaded on that path alone, so
+ * the daemon under systemd, the snap or Kubernetes (stdout a pipe) does not
+ * carry it (~1.4 MiB RSS, measured).
+ */
+function loadPretty(): typeof import('pino-pretty') {
+  return createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
+}
 
 /**
  * Explicit paths only: wildcard paths cost work on every log line (they
@@ -31,6 +40,6 @@ export function createLogger(level: string, destination?: pino.DestinationStream
   };
   if (destination) return pino(opts, destination);
   // A person at a terminal gets readable lines; journald and pipes get JSON.
-  if (process.stdout.isTTY) return pino(opts, pretty({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' }));
+  if (process.stdout.isTTY) return pino(opts, loadPretty()({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' }));
   return pino(opts);
 }
