@@ -49,8 +49,17 @@ export async function writeInventory(db: DB, out: Writable, meta: { creator: str
   const done = pipeline(gzip, out);
   done.catch(() => undefined);
   const counts: InventoryCounts = { blobs: 0, manifests: 0, tags: 0, pins: 0 };
+  // Lines go to zlib in 64 KiB batches: one deflate call per line would cost more than the rest together.
+  let batch = '';
   const write = async (obj: object): Promise<void> => {
-    if (!gzip.write(JSON.stringify(obj) + '\n')) await new Promise<void>((resolve, reject) => {
+    batch += JSON.stringify(obj) + '\n';
+    if (batch.length < 65536) return;
+    await flush();
+  };
+  const flush = async (): Promise<void> => {
+    const chunk = batch;
+    batch = '';
+    if (chunk !== '' && !gzip.write(chunk)) await new Promise<void>((resolve, reject) => {
       const onDrain = () => {
         gzip.off('error', onError);
         resolve();
@@ -86,6 +95,7 @@ export async function writeInventory(db: DB, out: Writable, meta: { creator: str
     db.exec('COMMIT');
   }
   await write({ type: 'end', ...counts });
+  await flush();
   gzip.end();
   await done;
   return counts;
