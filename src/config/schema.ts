@@ -15,7 +15,6 @@ export const TABLE_SECTIONS = {
   server: { listen: 'string', tls_cert_file: 'string', tls_key_file: 'string', drain_timeout: 'duration' },
   cache: { dir: 'string', max_size: 'size', tag_ttl: 'duration', serve_stale: 'bool', revalidate_timeout: 'duration', prefetch_interval: 'duration' },
   log: { level: 'string' },
-  airgap: { trust: 'list' },
   harbor: {
     url: 'string',
     username: 'string',
@@ -46,6 +45,7 @@ export const TABLE_SECTIONS = {
     body_timeout: 'duration',
     clock_window: 'duration',
   },
+  airgap: { trust: 'list' },
 } as const satisfies Record<string, Keys>;
 
 /**
