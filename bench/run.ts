@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only=1,3] [--profile] [--node-flags="…"] [--berth=main.js] [--no-build] [--no-install]`
+ * `npm run bench [-- --quick] [--only=1,3] [--profile] [--node-flags="…"] [--berth=main.js] [--unit=PATH|none] [--no-build] [--no-install]`
  *
  * Starts every peer on loopback, runs the measures (each at least 3 times),
  * writes bench/results/latest.json and latest.md, prints the table, and stops
@@ -18,6 +18,7 @@ import { runOk } from '../test/harness/procs.js';
 import { REPO_ROOT } from './berth.js';
 import { BlobClient } from './client.js';
 import { plan as makePlan, startEnv } from './env.js';
+import { airgap } from './measures/airgap.js';
 import { coalescing } from './measures/coalescing.js';
 import { coldFill } from './measures/cold-fill.js';
 import type { Ctx, Measure } from './measures/context.js';
@@ -31,7 +32,7 @@ import { finish, machine, markdown, writeReport, type Report, type Row } from '.
 import { Scope } from './scope.js';
 import { findUnit, unitEnv } from './unit.js';
 
-const USAGE = 'usage: npm run bench [-- --quick] [--only=1,2,…,7] [--profile] [--node-flags="--flag …"] [--berth=PATH/cli/main.js] [--no-build] [--no-install]';
+const USAGE = 'usage: npm run bench [-- --quick] [--only=1,2,…,8] [--profile] [--node-flags="--flag …"] [--berth=PATH/cli/main.js] [--unit=PATH|none] [--no-build] [--no-install]';
 
 interface Args {
   quick: boolean;
@@ -59,7 +60,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (arg.startsWith('--berth=')) a.main = path.resolve(arg.slice(8));
     else if (arg.startsWith('--only=')) {
       const ids = arg.slice(7).split(',').map(Number);
-      if (ids.some((n) => !Number.isInteger(n) || n < 1 || n > 7)) throw new Error(`--only takes measure numbers 1-7: ${arg}\n${USAGE}`);
+      if (ids.some((n) => !Number.isInteger(n) || n < 1 || n > 8)) throw new Error(`--only takes measure numbers 1-8: ${arg}\n${USAGE}`);
       a.only = new Set(ids);
     } else throw new Error(`unknown argument ${arg}\n${USAGE}`);
   }
@@ -109,8 +110,8 @@ async function main(): Promise<number> {
     const env = await startEnv(scope, p, log, { nodeFlags: flags, ...(args.main ? { main: args.main } : {}), ...(unit ? { env: unit.env } : {}) });
     const ctx: Ctx = { env, plan: p, client, log, add: (row) => rows.push(finish(row)), note: (n) => notes.push(n) };
     // 5 restarts berth (cold pulls), so it runs before 4, whose berth then sits idle through 6.
-    // 7 starts berths of its own (a site with peers, and one without) and runs last.
-    const measures: Measure[] = [warmBlob, coldFill, coalescing, ctrPull(scope), manifests, startup(scope), idleAfterLoad, site(scope)];
+    // 7 starts berths of its own (a site with peers, and one without); 8 runs the CLI alone.
+    const measures: Measure[] = [warmBlob, coldFill, coalescing, ctrPull(scope), manifests, startup(scope), idleAfterLoad, site(scope), airgap(scope)];
     for (const m of measures) {
       if (scope.closed) break;
       if (args.only && !args.only.has(m.id)) continue;

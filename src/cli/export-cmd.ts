@@ -3,16 +3,18 @@ import type { Command } from './command.js';
 import { EXIT, UsageError, out } from './command.js';
 import { COMMON_FLAGS, configFrom, parse, platformsFrom, withRuntime } from './common.js';
 import { exportImages } from '../airgap/export.js';
-import { planExport } from '../airgap/export-plan.js';
 import { checkExportRoom } from '../airgap/preflight.js';
 import { MIN_VOLUME_SIZE, VolumeWriter } from '../airgap/volumes.js';
+import { loadSigningKey } from '../airgap/archive.js';
 import { formatSize, parseSize } from '../config/units.js';
+import { creator } from './airgap-cmds.js';
 import { TransferProgress } from './progress.js';
 
 export const exportCommand: Command = {
   name: 'export',
   summary: 'write cached images as an OCI image-layout tar for an air gap',
   help: `Usage: berth export IMAGE... -o FILE [--split SIZE] [--platform OS/ARCH]... [--all-platforms]
+                    [--have INVENTORY] [--sign KEYFILE]
 
 Writes the images as an OCI image layout in a plain tar (oci-layout,
 index.json, blobs/sha256/...), each named in index.json by the
@@ -20,6 +22,15 @@ org.opencontainers.image.ref.name annotation holding its full reference
 (docker.io/library/nginx:1.27). skopeo reads it (oci-archive:FILE:REF) and
 \`berth import\` loads it. Content comes from the cache; what is missing is
 fetched first. The file is written to FILE.partial and renamed when complete.
+
+The tar opens with berth-archive.json, the archive manifest: every other
+entry's name, size and sha256, and what the export left out. skopeo ignores
+it. With --have, only what the inventory (\`berth inventory\` of the
+importing berth) lacks is written: index.json still names every image, and
+the archive manifest lists the digests left out, which the importing berth
+must hold (such a differential tar is for \`berth import\` on that berth, not
+for skopeo). With --sign, the archive manifest is signed (berth-archive.sig,
+ed25519) for \`berth import --trust\`.
 
 Before writing, the tar's size is computed and checked against the free
 space where FILE goes; not enough refuses with the numbers, nothing written.
@@ -35,6 +46,8 @@ Options:
   --split SIZE        write volumes of at most SIZE (512MiB, 4GiB, 4000MB, …)
   --platform P        platforms to include from an index (default: this node's)
   --all-platforms     every platform an index offers
+  --have INVENTORY    leave out what this inventory (berth inventory) holds
+  --sign KEYFILE      sign with this ed25519 private key (berth keygen's .key)
   --json              print the result as JSON (no progress)
   -q, --quiet         no progress (a bar on a terminal, else a line every 5s or 10%)
   -v, --verbose       log to stderr
@@ -44,13 +57,24 @@ Options:
   async run(argv) {
     const { values, positionals } = parse(
       argv,
-      { ...COMMON_FLAGS, output: { type: 'string', short: 'o' }, split: { type: 'string' }, quiet: { type: 'boolean', short: 'q' }, platform: { type: 'string', multiple: true }, 'all-platforms': { type: 'boolean' } },
+      {
+        ...COMMON_FLAGS,
+        output: { type: 'string', short: 'o' },
+        split: { type: 'string' },
+        quiet: { type: 'boolean', short: 'q' },
+        platform: { type: 'string', multiple: true },
+        'all-platforms': { type: 'boolean' },
+        have: { type: 'string' },
+        sign: { type: 'string' },
+      },
       true,
     );
     if (!values.output) throw new UsageError('-o FILE is required');
     if (positionals.length === 0) throw new UsageError('name at least one IMAGE');
     const split = values.split === undefined ? undefined : splitSize(values.split);
     const config = configFrom(values.config);
+    // A bad key fails before anything is fetched or written.
+    const signingKey = values.sign === undefined ? undefined : loadSigningKey(path.resolve(values.sign));
     const target = path.resolve(values.output);
     return withRuntime(config, values.verbose === true, async (rt) => {
       const writer = new VolumeWriter(target, split);
@@ -60,8 +84,10 @@ Options:
         const r = await exportImages(rt, positionals, writer, {
           platforms: platformsFrom(values.platform),
           allPlatforms: values['all-platforms'] === true,
-          beforeWrite: async (resolved) => {
-            const plan = planExport(resolved);
+          creator: creator(),
+          ...(values.have !== undefined ? { have: path.resolve(values.have) } : {}),
+          ...(signingKey ? { signingKey } : {}),
+          beforeWrite: async (plan) => {
             await checkExportRoom(path.dirname(target), plan.bytes);
             const p = new TransferProgress({ label: 'export', totalBytes: plan.bytes, totalBlobs: plan.blobs, silent: values.json === true || values.quiet === true });
             writer.onBytes = (bytes) => p.update({ bytes });
@@ -81,6 +107,8 @@ Options:
             out(`(cat ${path.basename(target)}.0* > ${path.basename(target)} gives the plain tar; berth import takes the volumes)`);
             for (const f of removed) out(`removed ${f}, left from an older set`);
           }
+          if (r.inventory) out(`left out ${r.omitted.manifests} manifests, ${r.omitted.blobs} blobs, ${formatSize(r.omitted.bytes)} the inventory holds (${r.inventory})`);
+          if (r.signedBy) out(`signed by ${r.signedBy}`);
         }
         return EXIT.ok;
       } catch (e) {

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from './command.js';
-import { EXIT, UsageError, out } from './command.js';
+import { EXIT, UsageError, err, out } from './command.js';
 import { COMMON_FLAGS, configFrom, parse, withRuntime } from './common.js';
 import { importArchive } from '../airgap/import.js';
 import { checkImportRoom, importNeeds } from '../airgap/preflight.js';
@@ -8,12 +8,14 @@ import { scanArchive } from '../airgap/scan.js';
 import { VolumeError, VolumeSet } from '../airgap/volumes.js';
 import { formatSize } from '../config/units.js';
 import { TransferProgress } from './progress.js';
+import { trustedKeys } from './airgap-cmds.js';
 
 export const importCommand: Command = {
   name: 'import',
   summary: 'load an OCI image-layout tar into the cache, verified, and pin it',
-  help: `Usage: berth import FILE
-       berth import NAME.tar.000 NAME.tar.001 ...   (the volumes of export --split, any order)
+  help: `Usage: berth import FILE [--trust PUBKEYFILE]...
+       berth import NAME.tar.000 NAME.tar.001 ... [--trust PUBKEYFILE]...
+                    (the volumes of export --split, any order)
 
 Loads an OCI image-layout tar (from \`berth export\` or \`skopeo copy …
 oci-archive:FILE:docker.io/library/nginx:1.27\`) into the cache. Every blob
@@ -33,7 +35,16 @@ content): not enough refuses with the numbers, nothing written. Blobs
 already in the cache are checked but not written again, so an interrupted
 import run again writes only the rest.
 
+A berth archive lists every entry in berth-archive.json: an entry not
+listed, missing, or of another size or digest refuses the tar. A
+differential archive (export --have) is imported only if this cache holds
+every digest it leaves out. With --trust (or [airgap] trust in the config)
+the archive must be signed by one of those keys, checked before any blob
+is staged; without, the archive's origin is not checked (said on stderr).
+
 Options:
+  --trust FILE    require a signature by this public key (berth keygen's
+                  .pub); repeatable; replaces [airgap] trust
   --json          print the result as JSON (no progress)
   -q, --quiet     no progress (a bar on a terminal, else a line every 5s or 10%)
   -v, --verbose   log to stderr
@@ -41,7 +52,7 @@ Options:
   -h, --help      show this help
 `,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...COMMON_FLAGS, quiet: { type: 'boolean', short: 'q' } }, true);
+    const { values, positionals } = parse(argv, { ...COMMON_FLAGS, quiet: { type: 'boolean', short: 'q' }, trust: { type: 'string', multiple: true } }, true);
     if (positionals.length === 0) throw new UsageError('name the archive: FILE, or the volumes of one set');
     let set: VolumeSet;
     try {
@@ -56,6 +67,7 @@ Options:
       const beyond = set.after(scan.end).filter((v) => !set.read(v.start, Math.min(v.size, 64 * 1024)).every((b) => b === 0) || v.size > 64 * 1024);
       if (beyond.length > 0) throw new VolumeError(`volume ${path.basename(beyond[0]!.file)} comes after the end of the archive: it belongs to another set`);
       const config = configFrom(values.config);
+      const trusted = trustedKeys(values.trust, config.airgap.trust);
       return await withRuntime(config, values.verbose === true, async (rt) => {
         const needs = importNeeds(rt.store, scan.entries);
         await checkImportRoom(rt.store, { dir: config.cache.dir, maxBytes: config.cache.maxSizeBytes }, needs);
@@ -68,16 +80,18 @@ Options:
         });
         let r;
         try {
-          r = await importArchive({ store: rt.store, pins: rt.index.pins }, input);
+          r = await importArchive({ store: rt.store, pins: rt.index.pins }, input, { trusted });
         } catch (e) {
           progress.end(false);
           throw e;
         }
         progress.end();
+        if (!r.signature.checked) err(`berth import: note: the archive's origin was not checked (${r.signature.why}; use --trust PUBKEYFILE or [airgap] trust)`);
         if (values.json) out(JSON.stringify({ ...r, alreadyHeld: needs.heldBlobs }, null, 2));
         else {
           for (const i of r.images) out(`${i.name}@${i.digest}  pinned${i.tagged ? ', tagged' : ''}`);
-          out(`imported ${r.manifests} manifests, ${r.blobs} blobs, ${formatSize(r.bytes)}${needs.heldBlobs > 0 ? ` (${needs.heldBlobs} blobs were already in the cache)` : ''}`);
+          out(`imported ${r.manifests} manifests, ${r.blobs} blobs, ${formatSize(r.bytes)}${needs.heldBlobs > 0 ? ` (${needs.heldBlobs} blobs were already in the cache)` : ''}${r.omitted > 0 ? `; ${r.omitted} digests left out of the archive were already here` : ''}`);
+          if (r.signature.checked) out(`signature verified: ${r.signature.key} (${r.signature.file})`);
         }
         return EXIT.ok;
       });

@@ -13,11 +13,12 @@ import { doctorCommand } from './doctor.js';
 import { prefetchCommand } from './prefetch.js';
 import { exportCommand } from './export-cmd.js';
 import { importCommand } from './import-cmd.js';
+import { inventoryCommand, keygenCommand } from './airgap-cmds.js';
 import { gcCommand, verifyCommand, unpinCommand } from './maintenance-cmds.js';
 import { statusCommand } from './status.js';
 import { syncCommand, auditCommand } from './harbor-cmds.js';
 
-const COMMANDS: Command[] = [serveCommand, configCommand, prefetchCommand, exportCommand, importCommand, statusCommand, verifyCommand, gcCommand, unpinCommand, syncCommand, auditCommand, configureCommand, doctorCommand];
+const COMMANDS: Command[] = [serveCommand, configCommand, prefetchCommand, exportCommand, importCommand, inventoryCommand, keygenCommand, statusCommand, verifyCommand, gcCommand, unpinCommand, syncCommand, auditCommand, configureCommand, doctorCommand];
 
 function version(): string {
   const require = createRequire(import.meta.url);

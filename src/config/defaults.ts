@@ -46,6 +46,10 @@ export const DEFAULTS = deepFreeze({
   log: {
     level: 'info',
   },
+  /** Public keys `berth import` requires a signature from (none: imports are not checked). */
+  airgap: {
+    trust: [] as string[],
+  },
   /** Used only when the file has no [[upstream]] at all; a file's list replaces it. */
   upstream: [{ registry: 'docker.io', url: 'https://registry-1.docker.io' }],
   /** Keys every [[upstream]] gets unless it sets them (berth's own, beyond SPEC). */

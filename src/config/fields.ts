@@ -162,6 +162,19 @@ export class Fields {
     return path;
   }
 
+  /** A list of paths to files read later (airgap.trust), each checked like readablePath. */
+  readablePathList(name: string): string[] {
+    return this.list(name).map((s, i) => {
+      const path = resolve(this.cwd, s);
+      try {
+        accessSync(path, constants.R_OK);
+      } catch (err) {
+        this.fail(name, `item ${i}: cannot read ${show(path)}: ${(err as NodeJS.ErrnoException).code ?? reason(err)}`);
+      }
+      return path;
+    });
+  }
+
   /**
    * A *_file secret, not read here: it is read where it is used (see Secret),
    * so commands that never send it work for users who may not read it.

@@ -16,6 +16,7 @@ export interface Layers {
   server: Fields;
   cache: Fields;
   log: Fields;
+  airgap: Fields;
   /** null when neither the file nor the environment mentions Harbor. */
   harbor: Fields | null;
   /** null when neither the file nor the environment mentions peers. */
@@ -196,6 +197,7 @@ export function buildLayers(doc: Doc | null, file: string, env: NodeJS.ProcessEn
     server: table('server', DEFAULTS.server),
     cache: table('cache', DEFAULTS.cache),
     log: table('log', DEFAULTS.log),
+    airgap: table('airgap', DEFAULTS.airgap),
     // Harbor is optional: its defaults apply only once the file or a variable mentions it.
     harbor: doc?.harbor !== undefined || fromEnv.has('harbor') ? table('harbor', DEFAULTS.harbor) : null,
     // So are peers; a service-link variable (BERTH_PEERS_PORT…) is no key, so it does not switch them on.

@@ -13,7 +13,7 @@ import { deepFreeze } from './freeze.js';
 import { buildLayers, readToml } from './layers.js';
 import { SECRET_KEYS } from './schema.js';
 import { REDACTED, Secret, SiteKey } from './secret.js';
-import { buildCache, buildHarbor, buildLog, buildPeers, buildPrefetch, buildServer, buildUpstreams } from './sections.js';
+import { buildAirgap, buildCache, buildHarbor, buildLog, buildPeers, buildPrefetch, buildServer, buildUpstreams } from './sections.js';
 import type { Config } from './types.js';
 
 export { ConfigError, type ConfigWarning } from './errors.js';
@@ -61,6 +61,7 @@ export function loadConfigWithWarnings(opts: LoadOptions = {}): LoadedConfig {
   const server = buildServer(layers.server);
   const cache = buildCache(layers.cache);
   const log = buildLog(layers.log);
+  const airgap = buildAirgap(layers.airgap);
   const harbor = layers.harbor === null ? null : buildHarbor(layers.harbor);
   const peers = layers.peers === null ? null : buildPeers(layers.peers, server);
   if (layers.upstreams.length === 0) {
@@ -69,7 +70,7 @@ export function loadConfigWithWarnings(opts: LoadOptions = {}): LoadedConfig {
   const upstreams = buildUpstreams(layers.upstreams, harbor);
   const prefetch = buildPrefetch(layers.prefetch, upstreams);
 
-  const config: Config = { source, server, cache, log, upstreams, harbor, peers, prefetch };
+  const config: Config = { source, server, cache, log, airgap, upstreams, harbor, peers, prefetch };
   deepFreeze(config);
   return { config, warnings: layers.warnings };
 }

@@ -45,6 +45,7 @@ export const TABLE_SECTIONS = {
     body_timeout: 'duration',
     clock_window: 'duration',
   },
+  airgap: { trust: 'list' },
 } as const satisfies Record<string, Keys>;
 
 /**

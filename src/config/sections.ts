@@ -93,6 +93,12 @@ export function buildLog(f: Fields): Config['log'] {
   return { level: f.checked('level', f.required('level', 'info'), checkLogLevel) };
 }
 
+export function buildAirgap(f: Fields): Config['airgap'] {
+  f.checkKnown(keysOf(TABLE_SECTIONS.airgap));
+  // Each a public key file (berth keygen's PREFIX.pub), readable now; `berth import` checks it is one.
+  return { trust: f.readablePathList('trust') };
+}
+
 export function buildHarbor(f: Fields): HarborConfig {
   f.checkKnown(keysOf(TABLE_SECTIONS.harbor));
   const url = f.checked('url', f.required('url', 'https://harbor.example.com'), parseHttpUrl);

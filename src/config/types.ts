@@ -119,6 +119,10 @@ export interface Config {
   log: {
     level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   };
+  airgap: {
+    /** Public key files (SPKI PEM, ed25519): `berth import` refuses an archive none of them signed. Empty: not checked. */
+    trust: string[];
+  };
   upstreams: UpstreamConfig[];
   harbor: HarborConfig | null;
   /** null without a [peers] section: this node is a site of one. */

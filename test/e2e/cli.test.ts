@@ -12,7 +12,7 @@ import { BERTH_BIN, startBerth } from '../harness/berth.js';
 import { freePort, run, tempDirFor } from '../harness/procs.js';
 import { berthServiceLinks } from '../harness/service-links.js';
 
-const COMMANDS = ['serve', 'config', 'prefetch', 'export', 'import', 'status', 'verify', 'gc', 'unpin', 'sync', 'audit', 'configure', 'doctor'];
+const COMMANDS = ['serve', 'config', 'prefetch', 'export', 'import', 'inventory', 'keygen', 'status', 'verify', 'gc', 'unpin', 'sync', 'audit', 'configure', 'doctor'];
 
 function berth(args: string[], env: NodeJS.ProcessEnv = {}) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_')));

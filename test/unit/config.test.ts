@@ -61,6 +61,7 @@ t.test('built-in defaults load with no file and no environment', async (t) => {
     server: { listen: '127.0.0.1:5050', host: '127.0.0.1', port: 5050, drainTimeoutMs: 30_000 },
     cache: { dir: join(cwd, 'var/berth'), maxSizeBytes: 20 * GiB, tagTtlMs: 300_000, serveStale: true, revalidateTimeoutMs: 3_000, prefetchIntervalMs: 3_600_000 },
     log: { level: 'info' },
+    airgap: { trust: [] },
     upstreams: [
       {
         registry: 'docker.io',
@@ -174,6 +175,7 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
     },
     cache: { dir: '/var/cache/berth', maxSizeBytes: 1.5 * 2 ** 40, tagTtlMs: 0, serveStale: false, revalidateTimeoutMs: 500, prefetchIntervalMs: 0 },
     log: { level: 'debug' },
+    airgap: { trust: [] },
     upstreams: [
       {
         registry: 'docker.io',
@@ -354,7 +356,7 @@ t.test('every kind of bad value or unknown key names the key and the file', asyn
   const up = (body: string) => `[[upstream]]\nregistry = "docker.io"\nurl = "https://registry-1.docker.io"\n${body}\n`;
   const harbor = (body: string) => `[harbor]\nurl = "https://harbor.example.com"\n${body}\n`;
   const cases: [string, string, RegExp][] = [
-    ['foo = 1', 'foo', /unknown key at the top level \(known sections: server, cache, log, harbor, peers, upstream, prefetch\)/],
+    ['foo = 1', 'foo', /unknown key at the top level \(known sections: server, cache, log, harbor, peers, airgap, upstream, prefetch\)/],
     ['[servr]', 'servr', /unknown key at the top level/],
     ['server = 5', 'server', /expected a \[server\] table/],
     ['[upstream]\nregistry = "docker.io"', 'upstream', /write \[\[upstream\]\], not \[upstream\]/],
@@ -574,6 +576,8 @@ t.test('the example with every optional key uncommented loads too', async (t) =>
   for (const m of text.matchAll(/_file = "([^"]+)"/g)) write(dir, m[1]!.slice(dir.length + 1), `${SECRET}\n`);
   // The site key has a minimum length (32 bytes) no password has.
   write(dir, 'site.key', SITE_KEY);
+  // [airgap] trust names public key files, read by `berth import`.
+  write(dir, 'keys/exporter.pub', 'public key\n');
   const file = write(dir, 'berth.toml', text);
   const c = loadConfig({ file, env: {}, cwd: dir });
   t.equal(c.cache.dir, '/var/cache/berth');
@@ -593,6 +597,7 @@ t.test('the example with every optional key uncommented loads too', async (t) =>
     caFile: join(dir, 'site-ca.crt'),
   });
   t.equal(c.peers?.key.reveal().toString(), SITE_KEY.trim());
+  t.same(c.airgap.trust, [join(dir, 'keys/exporter.pub')]);
 });
 
 /** A [peers] section with its key file (and any other file it names) in a fresh dir. */
