@@ -13,6 +13,7 @@ import type { Metrics } from './metrics/metrics.js';
 import type { Mirror } from './cache/mirror.js';
 import { createApp } from './http/app.js';
 import { describeCert, loadPair, watchCertificate } from './http/tls.js';
+import { zeroCopy } from './http/sendfile.js';
 import { openRuntime } from './runtime.js';
 import { createPeerApp } from './peers/server.js';
 import { schedulePrefetch } from './cache/prefetch.js';
@@ -47,7 +48,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     }
     return problems;
   };
-  const app = createApp({ mirror, metrics, logger, readiness, audit: (e) => index.audit.record(e) });
+  // Cached blobs to plain-HTTP clients with sendfile(2) when the addon is there (TLS copies).
+  const zc = zeroCopy(config.server.sendfile, logger);
+  const app = createApp({ mirror, metrics, logger, readiness, audit: (e) => index.audit.record(e), zeroCopy: zc });
   // The audit record stays bounded: 30 days, 200 000 requests.
   const pruneAudit = () => index.audit.prune(Date.now() - 30 * 86_400_000, 200_000);
   pruneAudit();
@@ -80,7 +83,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   let peerServer: ServerType | null = null;
   let peerCertWatch: { stop(): void } | null = null;
   if (peersConfig && rt.site) {
-    const peerApp = createPeerApp({ mirror, metrics, logger, key: () => peersConfig.key.reveal(), clockWindowMs: peersConfig.clockWindowMs });
+    const peerApp = createPeerApp({ mirror, metrics, logger, key: () => peersConfig.key.reveal(), clockWindowMs: peersConfig.clockWindowMs, zeroCopy: zc });
     const peerTls = peersConfig.tls;
     peerServer = await new Promise<ServerType>((resolve, reject) => {
       const options = { fetch: peerApp.fetch, port: peersConfig.port, hostname: peersConfig.host };

@@ -24,7 +24,13 @@ export interface BlobHandle {
   source: BlobSourceKind;
   /** Bytes [start, end] inclusive. Absent for HEAD. */
   open?: (start: number, end: number) => Readable;
-  /** Releases what the handle holds (an fd) if `open` is never called. */
+  /**
+   * A cached blob's open file, for a zero-copy send instead of `open`: the
+   * caller owns `fd` and calls `done` (once) when the send is over, which
+   * closes it and ends the read. Absent for HEAD and for bodies being filled.
+   */
+  takeFile?: () => { fd: number; done: () => void };
+  /** Releases what the handle holds (an fd) if neither `open` nor `takeFile` is called. */
   release(): void;
 }
 
@@ -197,6 +203,20 @@ export class BlobCache {
           return Readable.from([]);
         }
         return this.store.track(digest, fs.createReadStream('', { fd, start, end, autoClose: true, highWaterMark: 256 * 1024 }));
+      },
+      takeFile: () => {
+        owned = false;
+        const unhold = this.store.hold(digest);
+        let open = true;
+        return {
+          fd,
+          done: () => {
+            if (!open) return;
+            open = false;
+            fs.close(fd, () => undefined);
+            unhold();
+          },
+        };
       },
       release: () => {
         if (owned) {

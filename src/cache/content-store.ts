@@ -133,9 +133,19 @@ export class ContentStore {
 
   /** Counts a stream as a reader of the digest until it closes. */
   track<T extends Readable>(digest: string, stream: T): T {
-    this.busy(this.readers, digest, +1);
-    stream.once('close', () => this.busy(this.readers, digest, -1));
+    stream.once('close', this.hold(digest));
     return stream;
+  }
+
+  /** Counts a reader of the digest until the returned function is called (once; later calls do nothing). */
+  hold(digest: string): () => void {
+    this.busy(this.readers, digest, +1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.busy(this.readers, digest, -1);
+    };
   }
 
   /** Whether the blob is being written or read right now. */

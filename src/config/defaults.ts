@@ -34,6 +34,7 @@ export const DEFAULTS = deepFreeze({
   server: {
     listen: '127.0.0.1:5050',
     drain_timeout: '30s',
+    sendfile: true,
   },
   cache: {
     dir: './var/berth',

@@ -12,7 +12,7 @@ type Keys = Readonly<Record<string, Kind>>;
  * environment, except a 'table' key (an inline table such as peers.kubernetes).
  */
 export const TABLE_SECTIONS = {
-  server: { listen: 'string', tls_cert_file: 'string', tls_key_file: 'string', drain_timeout: 'duration', metrics_listen: 'string' },
+  server: { listen: 'string', tls_cert_file: 'string', tls_key_file: 'string', drain_timeout: 'duration', metrics_listen: 'string', sendfile: 'bool' },
   cache: { dir: 'string', max_size: 'size', tag_ttl: 'duration', serve_stale: 'bool', revalidate_timeout: 'duration', prefetch_interval: 'duration' },
   log: { level: 'string' },
   harbor: {

@@ -55,7 +55,7 @@ function tlsPair(f: Fields): { certFile: string; keyFile: string } | null {
 export function buildServer(f: Fields): Config['server'] {
   f.checkKnown(keysOf(TABLE_SECTIONS.server));
   const { listen, host, port } = f.checked('listen', f.required('listen', '127.0.0.1:5050'), parseListen);
-  const server: Config['server'] = { listen, host, port, drainTimeoutMs: f.duration('drain_timeout', { timer: true }) };
+  const server: Config['server'] = { listen, host, port, drainTimeoutMs: f.duration('drain_timeout', { timer: true }), sendfile: f.bool('sendfile') };
   const tls = tlsPair(f);
   if (tls !== null) {
     server.tlsCertFile = tls.certFile;

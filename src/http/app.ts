@@ -13,6 +13,7 @@ import { OciError } from '../oci/errors.js';
 import { errorResponse } from './respond.js';
 import { registerRegistryRoutes } from './registry-routes.js';
 import type { AuditEntry } from '../store/index-db.js';
+import type { ZeroCopy } from './sendfile.js';
 
 export type AppEnv = {
   Bindings: Partial<HttpBindings>;
@@ -27,6 +28,8 @@ export interface AppDeps {
   readiness: () => string[];
   /** Records each manifest request (the audit record). */
   audit?: (e: AuditEntry) => void;
+  /** sendfile(2) for cached blobs, or null/absent for the copying path. */
+  zeroCopy?: ZeroCopy | null;
 }
 
 const REQ_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -75,7 +78,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     return c.body(body, 200, { 'Content-Type': contentType });
   });
 
-  registerRegistryRoutes(app, mirror, metrics, deps.audit);
+  registerRegistryRoutes(app, mirror, metrics, deps.audit, deps.zeroCopy);
 
   app.notFound((c) => errorResponse(c, new OciError('NOT_FOUND', 'not found')));
   app.onError((err, c) => {

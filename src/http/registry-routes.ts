@@ -17,6 +17,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { API_VERSION_HEADER } from './respond.js';
 import type { AppEnv } from './app.js';
 import type { AuditEntry } from '../store/index-db.js';
+import type { ZeroCopy } from './sendfile.js';
 
 /** Splits the raw request target; the path is matched still percent-encoded. */
 export function rawTarget(c: Context<AppEnv>): { path: string; query: URLSearchParams; rawQuery: string } {
@@ -32,7 +33,7 @@ export function rawTarget(c: Context<AppEnv>): { path: string; query: URLSearchP
  * router sees a URL whose dot segments the WHATWG parser has already
  * resolved: "/v2/a/../../x" must be refused as a bad name, not routed as "/x".
  */
-export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metrics: Metrics, audit?: (e: AuditEntry) => void): void {
+export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metrics: Metrics, audit?: (e: AuditEntry) => void, zeroCopy?: ZeroCopy | null): void {
   app.use('*', async (c, next) => {
     const { path, query } = rawTarget(c);
     if (path !== '/v2' && !path.startsWith('/v2/')) return next();
@@ -52,7 +53,7 @@ export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metric
       case 'manifest':
         return manifest(c, mirror, target, route, head, audit);
       case 'blob':
-        return blob(c, mirror, metrics, target, route, head);
+        return blob(c, mirror, metrics, target, route, head, zeroCopy ?? null);
       case 'tags':
         return tags(c, mirror, target, query);
       case 'upload':
@@ -120,17 +121,25 @@ async function manifest(
   return new Response(head || !r.body ? null : bytes(r.body), { status: 200, headers });
 }
 
-async function blob(c: Context<AppEnv>, mirror: Mirror, metrics: Metrics, target: Target, route: Extract<V2Route, { kind: 'blob' }>, head: boolean): Promise<Response> {
+async function blob(c: Context<AppEnv>, mirror: Mirror, metrics: Metrics, target: Target, route: Extract<V2Route, { kind: 'blob' }>, head: boolean, zeroCopy: ZeroCopy | null): Promise<Response> {
   const handle = await mirror.blob(target, route.digest, { head });
-  return sendBlob(c, handle, head, (source, n) => metrics.served(source, n));
+  return sendBlob(c, handle, head, (source, n) => metrics.served(source, n), zeroCopy);
 }
 
 /**
  * Writes a blob answer: Range and 206, the registry headers, and the body
- * straight to the Node response. `sent` is told the bytes once they are all
- * out (a truncated body is a destroyed socket, and counts nothing).
+ * straight to the Node response: a cached blob on a plain TCP socket with
+ * sendfile(2) when `zeroCopy` is given, anything else copied through Node
+ * buffers. `sent` is told the bytes once they are all out (a truncated body
+ * is a destroyed socket, and counts nothing).
  */
-export async function sendBlob(c: Context<AppEnv>, handle: BlobHandle, head: boolean, sent: (source: 'cache' | 'upstream', n: number) => void): Promise<Response> {
+export async function sendBlob(
+  c: Context<AppEnv>,
+  handle: BlobHandle,
+  head: boolean,
+  sent: (source: 'cache' | 'upstream', n: number) => void,
+  zeroCopy: ZeroCopy | null = null,
+): Promise<Response> {
   c.set('source', handle.source);
   c.set('digest', handle.digest);
   const size = handle.size;
@@ -160,9 +169,26 @@ export async function sendBlob(c: Context<AppEnv>, handle: BlobHandle, head: boo
     handle.release();
     return new Response(null, { status, headers });
   }
-  const body = handle.open(start, end);
   const source = handle.source === 'cache' ? 'cache' : 'upstream';
   const outgoing = c.env?.outgoing;
+  const length = end - start + 1;
+  if (outgoing && zeroCopy && handle.takeFile && length > 0 && zeroCopy.usable(outgoing)) {
+    const file = handle.takeFile();
+    headers['X-Request-Id'] = c.get('reqId');
+    outgoing.writeHead(status, headers);
+    void zeroCopy.send(outgoing, file.fd, start, length).then((errno) => {
+      file.done();
+      if (errno !== 0) {
+        // A truncated body is the only honest signal left once headers are out.
+        outgoing.destroy();
+        return;
+      }
+      outgoing.end();
+      sent(source, length);
+    });
+    return RESPONSE_ALREADY_SENT;
+  }
+  const body = handle.open(start, end);
   if (!outgoing) {
     // app.request() in tests: no Node response to write to.
     const { Readable } = await import('node:stream');
@@ -176,7 +202,7 @@ export async function sendBlob(c: Context<AppEnv>, handle: BlobHandle, head: boo
       outgoing.destroy();
       return;
     }
-    sent(source, end - start + 1);
+    sent(source, length);
   });
   return RESPONSE_ALREADY_SENT;
 }

@@ -18,6 +18,7 @@ import { parseV2Path } from '../oci/paths.js';
 import type { AppEnv } from '../http/app.js';
 import { API_VERSION_HEADER, errorResponse } from '../http/respond.js';
 import { rawTarget, sendBlob } from '../http/registry-routes.js';
+import type { ZeroCopy } from '../http/sendfile.js';
 import { ReplayGuard, verifyPeerRequest } from './auth.js';
 
 export interface PeerAppDeps {
@@ -27,6 +28,8 @@ export interface PeerAppDeps {
   key: () => Buffer;
   clockWindowMs: number;
   now?: () => number;
+  /** sendfile(2) for cached blobs on a plain-HTTP peer listener. */
+  zeroCopy?: ZeroCopy | null;
 }
 
 export function createPeerApp(deps: PeerAppDeps): Hono<AppEnv> {
@@ -76,7 +79,7 @@ export function createPeerApp(deps: PeerAppDeps): Hono<AppEnv> {
         return c.json({}, 200, API_VERSION_HEADER);
       case 'blob': {
         const handle = await mirror.blob(t, route.digest, { head, fromPeer: true });
-        return sendBlob(c, handle, head, (_source, n) => metrics.peerBytes.inc({ direction: 'sent' }, n));
+        return sendBlob(c, handle, head, (_source, n) => metrics.peerBytes.inc({ direction: 'sent' }, n), deps.zeroCopy ?? null);
       }
       case 'manifest': {
         const m = mirror.peerManifest(t, route.reference, route.byDigest);

@@ -58,7 +58,7 @@ t.test('built-in defaults load with no file and no environment', async (t) => {
   const c = loadConfig({ env: {}, cwd });
   t.same(c, {
     source: null,
-    server: { listen: '127.0.0.1:5050', host: '127.0.0.1', port: 5050, drainTimeoutMs: 30_000 },
+    server: { listen: '127.0.0.1:5050', host: '127.0.0.1', port: 5050, drainTimeoutMs: 30_000, sendfile: true },
     cache: { dir: join(cwd, 'var/berth'), maxSizeBytes: 20 * GiB, tagTtlMs: 300_000, serveStale: true, revalidateTimeoutMs: 3_000, prefetchIntervalMs: 3_600_000 },
     log: { level: 'info' },
     airgap: { trust: [] },
@@ -170,6 +170,7 @@ image = "harbor.example.com:8443/edge/app@sha256:${'a'.repeat(64)}"
       host: '::1',
       port: 5443,
       drainTimeoutMs: 90_000,
+      sendfile: true,
       tlsCertFile: join(dir, 'tls/berth.crt'),
       tlsKeyFile: join(dir, 'tls/berth.key'),
     },
@@ -362,7 +363,7 @@ t.test('every kind of bad value or unknown key names the key and the file', asyn
     ['[upstream]\nregistry = "docker.io"', 'upstream', /write \[\[upstream\]\], not \[upstream\]/],
     ['upstream = [1]', 'upstream[0]', /expected a table/],
     ['upstream = []', 'upstream', /at least one \[\[upstream\]\]/],
-    ['[server]\nlisen = "x"', 'server.lisen', /unknown key \(known: listen, tls_cert_file, tls_key_file, drain_timeout, metrics_listen\)/],
+    ['[server]\nlisen = "x"', 'server.lisen', /unknown key \(known: listen, tls_cert_file, tls_key_file, drain_timeout, metrics_listen, sendfile\)/],
     ['[server.tls]\ncert = "x"', 'server.tls', /unknown key/],
     ['[server]\nlisten = 5050', 'server.listen', /expected a string, got integer 5050/],
     ['[server]\nlisten = "5050"', 'server.listen', /not host:port/],
