@@ -55,7 +55,8 @@ const EMPTY = Buffer.alloc(0);
  * The zero-copy sender, or null for the copying path. Logs once, at info,
  * which path warm blobs take and why.
  */
-export function zeroCopy(enabled: boolean, logger: Logger): ZeroCopy | null {
+export function zeroCopy(enabled: boolean, logger: Logger, opts: { idleTimeoutMs?: number } = {}): ZeroCopy | null {
+  const idleTimeoutMs = opts.idleTimeoutMs ?? SEND_IDLE_TIMEOUT_MS;
   if (!enabled) {
     logger.info({ blobPath: 'copy' }, 'cached blobs are copied to the socket ([server] sendfile = false)');
     return null;
@@ -87,7 +88,7 @@ export function zeroCopy(enabled: boolean, logger: Logger): ZeroCopy | null {
           let done = false;
           let handle: unknown;
           try {
-            handle = a.start(sock, fd, offset, length, SEND_IDLE_TIMEOUT_MS, (errno) => {
+            handle = a.start(sock, fd, offset, length, idleTimeoutMs, (errno) => {
               done = true;
               res.off('close', onClose);
               resolve(errno);
