@@ -16,6 +16,7 @@ import { gunzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import Database from 'better-sqlite3';
 import { startTokenServer } from '../harness/token-server.js';
+import { cacheState } from '../harness/cache-state.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage, type TestImage } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
@@ -53,25 +54,6 @@ async function writeTar(file: string, entries: Entry[]): Promise<void> {
   }
   pack.finalize();
   await new Promise<void>((res) => out.on('close', () => res()));
-}
-
-/** What "the cache is unchanged" means: the files under blobs/ and tmp/, and every index table's rows. */
-function cacheState(b: Berth): { files: string; rows: Record<string, number>; blobs: number } {
-  const files: string[] = [];
-  const walk = (d: string) => {
-    for (const n of fs.existsSync(d) ? fs.readdirSync(d) : []) {
-      const p = path.join(d, n);
-      if (fs.statSync(p).isDirectory()) walk(p);
-      else files.push(`${path.relative(b.cacheDir, p)}:${fs.statSync(p).size}`);
-    }
-  };
-  walk(path.join(b.cacheDir, 'blobs'));
-  walk(path.join(b.cacheDir, 'tmp'));
-  const db = new Database(path.join(b.cacheDir, 'index.db'), { readonly: true });
-  const rows: Record<string, number> = {};
-  for (const table of ['blobs', 'manifests', 'refs', 'tags', 'links', 'pins']) rows[table] = (db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
-  db.close();
-  return { files: files.sort().join('\n'), rows, blobs: rows.blobs! };
 }
 
 const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -164,17 +146,17 @@ t.test('differential, signed air-gap updates between two berths', async (t) => {
   const deadPort = await freePort();
   const lacking = await startBerth(t, { upstreams: [{ registry: 'docker.io', url: `http://127.0.0.1:${deadPort}` }] });
   await t.test('a differential tar into a berth that lacks a digest it leaves out is refused, nothing kept', async (t) => {
-    const before = cacheState(lacking);
+    const before = cacheState(lacking.cacheDir);
     const r = await lacking.cli(['import', diff, '--trust', pub]);
     t.equal(r.code, 1);
     t.match(r.stderr, /lacks \d+: (blob|manifest) sha256:[a-f0-9]{64}/, `names the digest: ${r.stderr.trim()}`);
     t.ok(contentOf(one).some((d) => r.stderr.includes(d)), 'a digest of image one');
-    t.same(cacheState(lacking), before, 'cache unchanged');
+    t.same(cacheState(lacking.cacheDir), before, 'cache unchanged');
   });
 
   await t.test('B imports it with --trust; containerd pulls two and three with the upstream stopped', async (t) => {
     await registry.stop();
-    const before = cacheState(siteB);
+    const before = cacheState(siteB.cacheDir);
     const r = await siteB.cli(['import', diff, '--trust', pub, '--json']);
     t.equal(r.code, 0, r.stderr);
     const res = JSON.parse(r.stdout) as { images: { name: string; tagged: boolean }[]; omitted: number; signature: { checked: boolean; key: string } };
@@ -182,7 +164,7 @@ t.test('differential, signed air-gap updates between two berths', async (t) => {
     t.equal(res.omitted, contentOf(one).length);
     t.equal(res.signature.checked, true, 'signature checked');
     t.notMatch(r.stderr, /not checked/);
-    t.equal(cacheState(siteB).blobs, before.blobs + missing.filter((d) => d !== two.manifestDigest && d !== three.manifestDigest).length, 'only the missing blobs were added');
+    t.equal(cacheState(siteB.cacheDir).blobs, before.blobs + missing.filter((d) => d !== two.manifestDigest && d !== three.manifestDigest).length, 'only the missing blobs were added');
     const idx = new Database(path.join(siteB.cacheDir, 'index.db'), { readonly: true });
     const linked = idx.prepare('SELECT 1 FROM links WHERE registry = ? AND repository = ? AND digest = ?').get('docker.io', 'library/two', one.manifests[0]!.layers[0]!) !== undefined;
     idx.close();
@@ -223,7 +205,7 @@ t.test('differential, signed air-gap updates between two berths', async (t) => {
       { name: 'the wrong key', file: signed, trust: path.join(keys, 'other.pub'), why: /signed by key sha256:[a-f0-9]{64}, which is not trusted/ },
       { name: 'an unsigned archive', file: unsigned, why: /not signed/ },
     ];
-    const before = cacheState(target);
+    const before = cacheState(target.cacheDir);
     for (const [i, c] of cases.entries()) {
       let file = c.file;
       if (!file) {
@@ -234,12 +216,12 @@ t.test('differential, signed air-gap updates between two berths', async (t) => {
       t.equal(r.code, 1, `${c.name}: refused`);
       t.match(r.stderr, c.why, `${c.name}: says why (${r.stderr.trim()})`);
       t.notMatch(r.stderr, /\n\s+at /, `${c.name}: no stack trace`);
-      t.same(cacheState(target), before, `${c.name}: cache unchanged (blob count and index rows)`);
+      t.same(cacheState(target.cacheDir), before, `${c.name}: cache unchanged (blob count and index rows)`);
     }
     const ok = await target.cli(['import', signed, '--trust', path.join(keys, 'other.pub'), '--trust', pub]);
     t.equal(ok.code, 0, `a good signature imports (one of two trusted keys): ${ok.stderr}`);
     t.match(ok.stdout, /signature verified: sha256:[a-f0-9]{64}/);
-    t.equal(cacheState(target).blobs, before.blobs + three.blobs.length);
+    t.equal(cacheState(target.cacheDir).blobs, before.blobs + three.blobs.length);
   });
 
   await t.test('[airgap] trust in the config; without trust the import says the archive was not checked', async (t) => {

@@ -9,8 +9,8 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
 import { startTokenServer } from '../harness/token-server.js';
+import { cacheState } from '../harness/cache-state.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
@@ -18,26 +18,6 @@ import { startBerth, type Berth } from '../harness/berth.js';
 import { freePort, run, tempDirFor } from '../harness/procs.js';
 
 const MiB = 1024 * 1024;
-
-/** Everything an import could have written: blob and tmp files, and the index rows. */
-function snapshot(berth: Berth): { files: string; tmp: string[]; rows: Record<string, number> } {
-  const files: string[] = [];
-  const walk = (d: string) => {
-    for (const n of fs.existsSync(d) ? fs.readdirSync(d) : []) {
-      const p = path.join(d, n);
-      if (fs.statSync(p).isDirectory()) walk(p);
-      else files.push(`${path.relative(berth.cacheDir, p)}:${fs.statSync(p).size}`);
-    }
-  };
-  walk(path.join(berth.cacheDir, 'blobs'));
-  const tmpDir = path.join(berth.cacheDir, 'tmp');
-  const tmp = fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir).sort() : [];
-  const db = new Database(path.join(berth.cacheDir, 'index.db'), { readonly: true });
-  const rows: Record<string, number> = {};
-  for (const table of ['blobs', 'manifests', 'tags', 'links', 'pins']) rows[table] = (db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
-  db.close();
-  return { files: files.sort().join('\n'), tmp, rows };
-}
 
 /** Mounts a tmpfs of `size` at `dir` (we run as root in CI); null with the reason when it cannot. */
 async function mountTmpfs(t: { teardown(fn: () => unknown): void }, dir: string, size: string): Promise<string | null> {
@@ -101,7 +81,7 @@ t.test('split volumes and pre-flight, with real berths, Distribution and contain
   });
 
   await t.test('an incomplete, truncated or misordered set is refused before any write', async (t) => {
-    const before = snapshot(fresh);
+    const before = cacheState(fresh.cacheDir);
     const bad = path.join(work, 'bad');
     fs.mkdirSync(bad);
     const copy = (i: number, to = i, bytes?: number) => {
@@ -124,7 +104,7 @@ t.test('split volumes and pre-flight, with real berths, Distribution and contain
       const r = await fresh.cli(['import', ...c.args()]);
       t.equal(r.code, 1, `${c.name}: refused`);
       t.match(r.stderr, c.why, `${c.name}: says what (${r.stderr.trim()})`);
-      t.same(snapshot(fresh), before, `${c.name}: no blob, row or tmp file written`);
+      t.same(cacheState(fresh.cacheDir), before, `${c.name}: no blob, row or tmp file written`);
     }
     // The same for a plain tar cut short: the scan finds it, not the import half way.
     const short = path.join(work, 'short.tar');
@@ -132,7 +112,7 @@ t.test('split volumes and pre-flight, with real berths, Distribution and contain
     const r = await fresh.cli(['import', short]);
     t.equal(r.code, 1);
     t.match(r.stderr, /the archive is truncated: .*short\.tar ends at byte 2097252, the archive continues/);
-    t.same(snapshot(fresh), before, 'truncated plain tar: nothing written');
+    t.same(cacheState(fresh.cacheDir), before, 'truncated plain tar: nothing written');
   });
 
   await t.test('volumes in shuffled order import; containerd pulls with no upstream', async (t) => {
@@ -149,12 +129,12 @@ t.test('split volumes and pre-flight, with real berths, Distribution and contain
     const layer = big.manifests[0]!.layers[0]!;
     const file = path.join(fresh.cacheDir, 'blobs/sha256', layer.slice(7, 9), layer.slice(7));
     const ino = fs.statSync(file).ino;
-    const before = snapshot(fresh);
+    const before = cacheState(fresh.cacheDir);
     const r = await fresh.cli(['import', vol(0), vol(1), vol(2), '--json']);
     t.equal(r.code, 0, r.stderr);
     t.equal((JSON.parse(r.stdout) as { alreadyHeld: number }).alreadyHeld, 4, 'three layers and the config were held');
     t.equal(fs.statSync(file).ino, ino, 'the layer file was not written again');
-    t.same(snapshot(fresh), before, 'nothing new');
+    t.same(cacheState(fresh.cacheDir), before, 'nothing new');
   });
 
   await t.test('plain progress lines on a pipe; none with --quiet', async (t) => {
@@ -177,23 +157,23 @@ t.test('split volumes and pre-flight, with real berths, Distribution and contain
   const noCacheTmpfs = await mountTmpfs(t, mnt, '24m');
   await t.test('import into a 24 MiB tmpfs cache that needs 40 MiB is refused before any write', { skip: noCacheTmpfs ?? false }, async (t) => {
     const small = await startBerth(t, { cacheDir: path.join(mnt, 'cache'), upstreams: [{ registry: 'docker.io', url: `http://127.0.0.1:${deadPort}` }] });
-    const before = snapshot(small);
+    const before = cacheState(small.cacheDir);
     const r = await small.cli(['import', hugeTar]);
     t.equal(r.code, 1, 'refused');
     t.match(r.stderr, /not enough disk space: the import needs 40\.\d+MiB \(6 blobs the cache lacks\) plus 4MiB for the index, 2\d(\.\d+)?MiB free on .*tmpfs-cache\/cache: free space/);
     t.match(r.stderr, /nothing was written/);
-    t.same(snapshot(small), before, 'no blob, row or tmp file');
+    t.same(cacheState(small.cacheDir), before, 'no blob, row or tmp file');
   });
 
   await t.test('max_size too small with nothing evictable is refused before any write', async (t) => {
     const capped = await startBerth(t, { maxSize: '20MiB', upstreams: [{ registry: 'docker.io', url: `http://127.0.0.1:${deadPort}` }] });
     // Something pinned is in the cache, and nothing is evictable.
     t.equal((await capped.cli(['import', vol(0), vol(1), vol(2), '-q'])).code, 0);
-    const before = snapshot(capped);
+    const before = cacheState(capped.cacheDir);
     const r = await capped.cli(['import', hugeTar]);
     t.equal(r.code, 1, 'refused');
     t.match(r.stderr, /not enough room under cache\.max_size: the import needs 40\.\d+MiB \(6 blobs the cache lacks\); the cache holds 2\.\d+MiB of max_size 20MiB and eviction may free 0B .*: raise cache\.max_size to at least 4\d\.\d+MiB/);
-    t.same(snapshot(capped), before, 'no blob, row or tmp file');
+    t.same(cacheState(capped.cacheDir), before, 'no blob, row or tmp file');
   });
 
   const dest = path.join(work, 'tmpfs-dest');

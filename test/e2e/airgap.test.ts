@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import tar from 'tar-stream';
 import Database from 'better-sqlite3';
 import { startTokenServer } from '../harness/token-server.js';
+import { cacheState } from '../harness/cache-state.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
@@ -49,20 +50,6 @@ async function writeTar(file: string, entries: { name: string; type?: 'file' | '
   }
   pack.finalize();
   await new Promise<void>((res) => out.on('close', () => res()));
-}
-
-function cacheSnapshot(berth: Berth): string {
-  const files: string[] = [];
-  const walk = (d: string) => {
-    for (const n of fs.existsSync(d) ? fs.readdirSync(d) : []) {
-      const p = path.join(d, n);
-      if (fs.statSync(p).isDirectory()) walk(p);
-      else files.push(`${path.relative(berth.cacheDir, p)}:${fs.statSync(p).size}`);
-    }
-  };
-  walk(path.join(berth.cacheDir, 'blobs'));
-  walk(path.join(berth.cacheDir, 'tmp'));
-  return files.sort().join('\n');
 }
 
 t.test('air-gapped sites with real containerd, Distribution and skopeo', async (t) => {
@@ -163,14 +150,14 @@ t.test('air-gapped sites with real containerd, Distribution and skopeo', async (
       { name: 'hard link', entries: [...good.map((e) => ({ name: e.name, data: e.data })), { name: 'blobs/sha256/' + 'b'.repeat(64), type: 'link', linkname: layerName }], why: /link/ },
       { name: 'missing blob', entries: good.filter((e) => e.name !== layerName).map((e) => ({ name: e.name, data: e.data })), why: /missing from the archive/ },
     ];
-    const before = cacheSnapshot(fresh);
+    const before = cacheState(fresh.cacheDir);
     for (const c of cases) {
       const file = path.join(work, `bad-${c.name.replace(/ /g, '-')}.tar`);
       await writeTar(file, c.entries);
       const r = await fresh.cli(['import', file]);
       t.equal(r.code, 1, `${c.name}: refused`);
       t.match(r.stderr, c.why, `${c.name}: says why (${r.stderr.trim()})`);
-      t.equal(cacheSnapshot(fresh), before, `${c.name}: cache unchanged`);
+      t.same(cacheState(fresh.cacheDir), before, `${c.name}: cache unchanged`);
     }
     const truncated = path.join(work, 'bad-truncated.tar');
     const whole = fs.readFileSync(exported);
@@ -178,7 +165,7 @@ t.test('air-gapped sites with real containerd, Distribution and skopeo', async (
     const r = await fresh.cli(['import', truncated]);
     t.equal(r.code, 1, 'truncated: refused');
     t.match(r.stderr, /truncated/, `truncated: says why (${r.stderr.trim()})`);
-    t.equal(cacheSnapshot(fresh), before, 'truncated: cache unchanged');
+    t.same(cacheState(fresh.cacheDir), before, 'truncated: cache unchanged');
     t.notOk(fs.existsSync(path.join(path.dirname(fresh.cacheDir), 'evil')), 'nothing written outside the cache');
   });
 

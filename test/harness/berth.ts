@@ -69,7 +69,7 @@ export async function startBerth(t: Teardown, opts: BerthOptions): Promise<Berth
   };
   const configFile = path.join(dir, 'berth.toml');
   await writeFile(configFile, stringify(config));
-  // berth rejects unknown BERTH_* variables; the test runner's own (BERTH_TEST_KEEP_TMP…) must not leak in.
+  // berth reads BERTH_* as config (and warns on unknown ones); the test runner's own (BERTH_TEST_KEEP_TMP…) must not leak in.
   const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_')));
   Object.assign(env, opts.env);
 

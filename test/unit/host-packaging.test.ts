@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'smol-toml';
 import { loadConfig } from '../../src/config/load.js';
+import { NO_YAML, at, containerEnv, list, yamlDocs } from '../harness/yaml.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MICROK8S_DOCKER_IO = 'server = "https://docker.io"\n\n[host."https://registry-1.docker.io"]\n  capabilities = ["pull", "resolve"]\n\n';
@@ -36,26 +37,6 @@ function tempDir(t: { teardown(fn: () => void): void }, prefix: string): string 
 /** berth rejects unknown BERTH_* variables; the runner's own must not leak in. */
 const cleanEnv = (): NodeJS.ProcessEnv => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_')));
 
-/** YAML documents as JSON, through python3-yaml (no YAML library in node_modules); null when it is missing. */
-async function yamlDocs(file: string): Promise<unknown[] | null> {
-  const res = await run('python3', ['-c', 'import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))', file]);
-  if (res.code !== 0) {
-    if (/No module named .?yaml/.test(res.stderr)) return null;
-    throw new Error(`${file} does not parse as YAML: ${res.stderr}`);
-  }
-  return JSON.parse(res.stdout) as unknown[];
-}
-
-/** Walks parsed YAML: at(doc, 'spec', 'template', 0) is undefined wherever a step is missing. */
-function at(value: unknown, ...keys: Array<string | number>): unknown {
-  let v = value;
-  for (const k of keys) {
-    if (typeof v !== 'object' || v === null) return undefined;
-    v = (v as Record<string | number, unknown>)[k];
-  }
-  return v;
-}
-const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
 t.test('the scripts parse', async (t) => {
   for (const s of ['scripts/install.sh', 'scripts/uninstall.sh']) t.equal((await run('bash', ['-n', path.join(REPO, s)])).code, 0, s);
@@ -168,7 +149,6 @@ t.test("snap configure hook with a fake snapctl", async (t) => {
   t.notOk(callLines().slice(callsBefore + 1).some((l) => l.startsWith('restart')), 'no restart');
 });
 
-const NO_YAML = (await run('python3', ['-c', 'import yaml'])).code === 0 ? false : 'python3-yaml is not installed';
 
 t.test('snapcraft.yaml', { skip: NO_YAML }, async (t) => {
   const y = (await yamlDocs(path.join(REPO, 'snap/snapcraft.yaml')))?.[0];
@@ -183,19 +163,6 @@ t.test('snapcraft.yaml', { skip: NO_YAML }, async (t) => {
   t.ok(fs.statSync(path.join(REPO, 'snap/hooks/configure')).mode & 0o100, 'the hook is executable');
 });
 
-/**
- * A container's environment as the kubelet makes it: fieldRef values from `downward`, and
- * $(NAME) in a value replaced by a variable defined earlier in the list (left as it is otherwise).
- */
-function containerEnv(container: unknown, downward: Record<string, string>): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const e of list(at(container, 'env'))) {
-    const name = String(at(e, 'name'));
-    const field = at(e, 'valueFrom', 'fieldRef', 'fieldPath');
-    env[name] = typeof field === 'string' ? (downward[field] ?? `<no ${field}>`) : String(at(e, 'value')).replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (ref: string, v: string) => env[v] ?? ref);
-  }
-  return env;
-}
 
 t.test('Kubernetes manifests', { skip: NO_YAML }, async (t) => {
   const docs = (await yamlDocs(path.join(REPO, 'deploy/kubernetes/berth-daemonset.yaml'))) ?? [];

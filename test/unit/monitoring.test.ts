@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../src/config/load.js';
+import { NO_YAML, at, containerEnv, list, yamlDocs } from '../harness/yaml.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MON = path.join(REPO, 'deploy/monitoring');
@@ -29,20 +30,7 @@ function run(cmd: string, args: string[], cwd = MON): Promise<Result> {
 }
 
 const NO_PROMTOOL = (await run('promtool', ['--version'])).code === 0 ? false : 'promtool is not installed (scripts/install-test-deps.sh installs prometheus)';
-const NO_YAML = (await run('python3', ['-c', 'import yaml'])).code === 0 ? false : 'python3-yaml is not installed';
 
-async function yamlDocs(file: string): Promise<unknown[]> {
-  const res = await run('python3', ['-c', 'import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))', file]);
-  if (res.code !== 0) throw new Error(`${file} does not parse as YAML: ${res.stderr}`);
-  return JSON.parse(res.stdout) as unknown[];
-}
-
-function at(v: unknown, ...steps: Array<string | number>): unknown {
-  let cur = v;
-  for (const s of steps) cur = cur !== null && typeof cur === 'object' ? (cur as Record<string | number, unknown>)[s] : undefined;
-  return cur;
-}
-const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
 t.test('the dashboard: variables, and every datasource is ${datasource}', async (t) => {
   const dash = JSON.parse(fs.readFileSync(path.join(MON, 'berth-dashboard.json'), 'utf8')) as Record<string, unknown>;
@@ -127,15 +115,6 @@ t.test('the PrometheusRule holds the same rules; each alert says what to do', { 
   }
 });
 
-function containerEnv(container: unknown, downward: Record<string, string>): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const e of list(at(container, 'env'))) {
-    const name = String(at(e, 'name'));
-    const field = at(e, 'valueFrom', 'fieldRef', 'fieldPath');
-    env[name] = typeof field === 'string' ? (downward[field] ?? `<no ${field}>`) : String(at(e, 'value')).replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (ref: string, v: string) => env[v] ?? ref);
-  }
-  return env;
-}
 
 t.test('scraping: annotations, the metrics port and the ServiceMonitor lead to the metrics listener', { skip: NO_YAML }, async (t) => {
   const docs = await yamlDocs(path.join(REPO, 'deploy/kubernetes/berth-daemonset.yaml'));
