@@ -25,8 +25,11 @@ import { freePort, spawnService, tempDirFor, waitForHttp, type Teardown } from '
 import { startTokenServer } from '../harness/token-server.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage, type TestImage } from '../harness/images.js';
+import { unitEnv } from '../../bench/unit.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 120);
+/** The unit's Environment= the daemon ran with, for the report. */
+let berthEnv = '';
 const CLIENTS = Number(process.env.SOAK_CLIENTS ?? 200);
 const CACHED_IMAGES = 6;
 const FRESH_IMAGES = Number(process.env.SOAK_FRESH_IMAGES ?? 40);
@@ -130,7 +133,10 @@ async function main(): Promise<number> {
         upstream: [{ registry: 'docker.io', url: registry.url }],
       }),
     );
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_')));
+    // berth runs as the systemd unit runs it (its NODE_OPTIONS heap settings): RSS is the unit's.
+    const unit = unitEnv(path.join(root, 'systemd', 'berth.service'));
+    berthEnv = Object.entries(unit.env).map(([k, v]) => `${k}=${v}`).join(' ') || 'none';
+    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_'))), ...unit.env };
     const berth = spawnService('berth', process.execPath, [path.join(root, 'dist', 'cli', 'main.js'), 'serve', '--config', configFile], { env });
     t.teardown(() => berth.stop('SIGTERM', 10_000));
     const url = `http://127.0.0.1:${port}`;
@@ -236,6 +242,7 @@ Written by \`npm run soak\` (test/soak/soak.ts) on ${new Date().toISOString()}.
 |---|---|
 | verdict | **${ok ? 'PASS' : 'FAIL'}** |
 | machine | ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}; clients and berth share it |
+| berth's environment | \`${berthEnv}\` (systemd/berth.service's Environment=) |
 | load | ${CLIENTS} concurrent clients for ${f(ranS)} s over keep-alive HTTP/1.1 |
 | images | ${CACHED_IMAGES} cached (3 layers x 300 kB) pulled ~${Math.round((1 - FRESH_SHARE) * 100)}% of the time; ${released} of ${FRESH_IMAGES} fresh ones (2 layers x 150 kB) released one by one, each first pulled cold; tag_ttl 10 s |
 | pulls | ${pulls} complete pulls, ${requests} requests, ${f(bytes / 2 ** 20)} MiB of blobs, every body checked against its digest |
