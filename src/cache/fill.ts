@@ -238,7 +238,8 @@ export class Fill {
             if (this.size !== undefined && writer.bytesAccepted + chunk.length > this.size) {
               throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} is longer than its announced ${this.size} bytes`);
             }
-            await writer.write(chunk);
+            const full = writer.write(chunk);
+            if (full) await full;
             this.remember(chunk);
             this.opts.onBytes?.(chunk.length, source);
             this.events.emit('progress');

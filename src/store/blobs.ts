@@ -106,9 +106,14 @@ export class BlobWriter {
     return this.onDisk;
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
-    if (!this.fh || this.state !== BlobState.Writing) throw new Error('blob writer is not open');
-    if (this.failure) throw this.failure;
+  /**
+   * Hashes and queues `chunk`. Returns a promise only when the caller must
+   * wait (the queue is above QUEUE_HIGH) or the writer failed: a fill calls
+   * this once per socket read, and a promise per chunk is most of its cost.
+   */
+  write(chunk: Uint8Array): Promise<void> | undefined {
+    if (!this.fh || this.state !== BlobState.Writing) return Promise.reject(new Error('blob writer is not open'));
+    if (this.failure) return Promise.reject(this.failure);
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
     this.hash.update(buf);
     this.accepted += buf.length;
@@ -121,7 +126,7 @@ export class BlobWriter {
       // Failures are kept in `failure` and reported by the next write or drain.
       this.flushing.catch(() => undefined);
     }
-    if (this.queued > QUEUE_HIGH) await this.drain();
+    return this.queued > QUEUE_HIGH ? this.drain() : undefined;
   }
 
   /** Waits until everything accepted is in the file; throws what a write failed with. */
