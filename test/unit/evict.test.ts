@@ -8,6 +8,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import Database from 'better-sqlite3';
 import { sha256 } from '../../src/oci/digest.js';
 import { MEDIA_TYPES } from '../../src/oci/mediatypes.js';
 import { commitBlob, counterValue, tempStore } from '../harness/cache-fakes.js';
@@ -117,4 +118,39 @@ t.test('a blob being written is not evicted under its writer', async (t) => {
   t.ok(index.content.getBlob(x) && files.sizeOnDisk(x) === KB, 'skipped while its writer is open');
   await w.abort();
   t.notOk(store.isBusy(x), 'an aborted writer lets go');
+});
+
+// A fill hands its client the verified bytes before it commits: the commit (fsync, rename, index row)
+// can meet a disk that filled up meanwhile. The rename needs no room, the row does: SQLITE_FULL there
+// once left a blob file with no row (the disk-full e2e under load), which no reader, no eviction and no
+// max_size accounting ever sees again until gc.
+t.test('a commit whose index row cannot be written (disk full) leaves no blob file without its row', async (t) => {
+  const { store, index, files } = await tempStore(t);
+  const full = () => new Database.SqliteError('database or disk is full', 'SQLITE_FULL');
+  const endPublish = index.content.endPublish.bind(index.content);
+  let failNext = true;
+  index.content.endPublish = (...args) => {
+    if (failNext) {
+      failNext = false;
+      throw full();
+    }
+    endPublish(...args);
+  };
+
+  const data = blob();
+  await t.rejects(commitBlob(store, data), { code: 'SQLITE_FULL' }, 'the commit fails');
+  const x = sha256(data);
+  t.equal(index.content.getBlob(x), undefined, 'not indexed');
+  t.equal(files.sizeOnDisk(x), null, 'and not on disk either: the rename is undone');
+  t.notOk(store.isBusy(x), 'the writer let go');
+  t.same(fs.readdirSync(files.layout.tmpDir), [], 'no temp file left');
+
+  // Once there is room, the same blob commits.
+  t.equal(await commitBlob(store, data), x);
+  t.ok(index.content.getBlob(x) && files.sizeOnDisk(x) === KB, 'committed on the next try');
+
+  // A re-fill of a blob already indexed: its row stays, so its file must stay too.
+  failNext = true;
+  await t.rejects(commitBlob(store, data), { code: 'SQLITE_FULL' });
+  t.ok(index.content.getBlob(x) && files.sizeOnDisk(x) === KB, 'an indexed blob keeps its file');
 });
