@@ -11,12 +11,13 @@
  * - eviction never deletes a blob being written or read, nor a pinned one;
  * - a row whose file the disk lost is dropped, never served.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { manifestChildren } from '../oci/manifest.js';
 import type { Metrics } from '../metrics/metrics.js';
-import type { BlobFiles, BlobWriter } from '../store/blobs.js';
+import type { BlobFiles, BlobWriter, PublishJournal } from '../store/blobs.js';
 import type { BlobRow, ContentIndex, TagRow } from '../store/content-index.js';
 import { Index } from '../store/index-db.js';
 import { Evictor } from './evict.js';
@@ -119,7 +120,7 @@ export class ContentStore {
     this.busy(this.writing, digest, +1);
     try {
       return await this.files.createWriter(digest, {
-        journal: this.index,
+        journal: this.journal,
         onSettled: (w) => {
           this.busy(this.writing, digest, -1);
           if (w.state === 'committed') this.evictor.schedule();
@@ -128,6 +129,43 @@ export class ContentStore {
     } catch (err) {
       this.busy(this.writing, digest, -1);
       throw err;
+    }
+  }
+
+  /**
+   * The writers' publish journal: the index's, except when the row cannot be
+   * written after the rename. A fill hands its clients the verified bytes
+   * before it commits, so the disk may have filled up meanwhile: the rename
+   * needs no room, the row does (SQLITE_FULL). The file is then taken back
+   * out, in the same turn, so no blob file is left without its row (nothing
+   * would serve, count or evict it until gc). A re-fill of a blob still
+   * indexed keeps its row, so its file stays. The journal entry may stay:
+   * start-up forgets it, the file being gone.
+   */
+  private readonly journal: PublishJournal = {
+    beginPublish: (digest, accessedAt, links) => this.index.beginPublish(digest, accessedAt, links),
+    endPublish: (digest, size, accessedAt, links) => {
+      try {
+        this.index.endPublish(digest, size, accessedAt, links);
+      } catch (err) {
+        this.unpublish(digest, err);
+        throw err;
+      }
+    },
+  };
+
+  /** Removes a just-renamed blob file whose row could not be written (unless the blob is indexed already). */
+  private unpublish(digest: string, why: unknown): void {
+    const code = (why as { code?: unknown } | null)?.code;
+    if (this.index.getBlob(digest)) {
+      this.logger.warn({ digest, code }, 'could not index a blob again (disk full?); its earlier row and file stay');
+      return;
+    }
+    try {
+      fs.unlinkSync(this.files.path(digest));
+      this.logger.warn({ digest, code }, 'could not index a blob (disk full?); removed its file so index and disk agree');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.logger.error({ digest, code, err }, 'could not index a blob nor remove its file: gc will remove it');
     }
   }
 
