@@ -199,12 +199,19 @@ export class ContentStore {
 
   /**
    * Makes room on the cache disk for `bytes` more, evicting past max_size
-   * when the disk itself is full; false when it cannot.
+   * when the disk itself is full; false when it cannot. Eviction that cannot
+   * write the index (SQLITE_FULL: a full disk) is no room too, not an error:
+   * the fill's client then gets the bytes from the upstream, uncached.
    */
   async ensureRoom(bytes: number): Promise<boolean> {
     const free = await freeBytes(this.files.layout.tmpDir);
     if (free === null || free >= bytes + DISK_RESERVE) return true;
-    await this.evictor.freeBytes(bytes + DISK_RESERVE - free);
+    try {
+      await this.evictor.freeBytes(bytes + DISK_RESERVE - free);
+    } catch (err) {
+      this.logger.warn({ code: (err as { code?: unknown } | null)?.code, err: (err as Error).message }, 'could not evict to make room (disk full?)');
+      return false;
+    }
     const after = await freeBytes(this.files.layout.tmpDir);
     return after === null || after >= bytes + DISK_RESERVE;
   }

@@ -154,3 +154,19 @@ t.test('a commit whose index row cannot be written (disk full) leaves no blob fi
   await t.rejects(commitBlob(store, data), { code: 'SQLITE_FULL' });
   t.ok(index.content.getBlob(x) && files.sizeOnDisk(x) === KB, 'an indexed blob keeps its file');
 });
+
+// On a full disk eviction itself may not be able to write the index (deleting a row needs room in the
+// WAL too). A fill asking for room must then hear "no room" (its client gets the bytes streamed from the
+// upstream, uncached), not an error (a 503 for a blob the upstream would have served).
+t.test('making room on a full disk: eviction that cannot write the index means no room, not an error', async (t) => {
+  const { store, index, files } = await tempStore(t);
+  const x = await commitBlob(store, blob(), { accessedAt: 1000 });
+  const deleteBlob = index.content.deleteBlob.bind(index.content);
+  index.content.deleteBlob = () => {
+    throw new Database.SqliteError('database or disk is full', 'SQLITE_FULL');
+  };
+  // More than any disk has free: ensureRoom must evict, and cannot.
+  t.equal(await store.ensureRoom(Number.MAX_SAFE_INTEGER / 2), false, 'no room');
+  t.ok(index.content.getBlob(x) && files.sizeOnDisk(x) === KB, 'nothing half evicted: row and file both stay');
+  index.content.deleteBlob = deleteBlob;
+});
