@@ -84,7 +84,12 @@ t.test('a cache on a full disk', { skip: noTmpfs ? `needs a small tmpfs for the 
     t.equal((await fetchOnce(`${berth.url}/healthz`)).status, 200, `${when}: healthz`);
     t.notOk(berth.service.hasExited(), `${when}: the daemon is alive`);
   };
+  // A client has a fill's bytes once they are verified, before the commit (fsync, rename, index row):
+  // what the cache holds is looked at once berth's own gauge says no fill is under way.
+  const fillsInFlight = async () => Number(/^berth_fills_in_flight (\d+)/m.exec((await fetchOnce(`${berth.url}/metrics`, { timeoutMs: 5_000 })).body.toString('utf8'))?.[1] ?? 0);
+  const settled = () => waitFor('fills under way to commit or fail', async () => (await fillsInFlight()) === 0, { timeoutMs: 30_000, intervalMs: 50 });
   const clean = async (t: Test, when: string, absent: string[]) => {
+    await settled();
     const report = await inspectCache(berth.cacheDir);
     t.same(report.problems, [], `${when}: no temp file left, nothing partial indexed, index and disk agree`);
     t.same(absent.filter((d) => report.indexed.has(d) || report.files.has(d)), [], `${when}: the failed blob is neither indexed nor on disk`);
@@ -142,6 +147,7 @@ t.test('a cache on a full disk', { skip: noTmpfs ? `needs a small tmpfs for the 
     }
     const again = await fetchOnce(url('library/fill', 'blobs', layer0!));
     t.equal(outcomeOf(again, await expect(fill, layer0!)), 'exact', 'room again: the blob fills');
+    await settled();
     t.ok((await inspectCache(berth.cacheDir)).indexed.has(layer0!), 'and is cached');
   });
 
