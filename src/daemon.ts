@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import https from 'node:https';
+import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Logger } from 'pino';
@@ -14,6 +15,7 @@ import type { Mirror } from './cache/mirror.js';
 import { createApp } from './http/app.js';
 import { describeCert, loadPair, watchCertificate } from './http/tls.js';
 import { zeroCopy } from './http/sendfile.js';
+import { answerClientErrors } from './http/client-errors.js';
 import { openRuntime } from './runtime.js';
 import { createPeerApp } from './peers/server.js';
 import { schedulePrefetch } from './cache/prefetch.js';
@@ -76,6 +78,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       : serve(options, () => resolve(s));
     s.once('error', reject);
   });
+  answerClientErrors(server as http.Server);
   const certWatch = tlsFiles ? watchCertificate(server as https.Server, tlsFiles, logger) : null;
   if (tlsFiles) logger.info({ certificate: describeCert(fs.readFileSync(tlsFiles.certFile)) }, 'serving HTTPS');
   // The peer listener: the node's own address, for the site's other berths only (signed requests).
@@ -90,6 +93,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       const s = peerTls ? serve({ ...options, createServer: https.createServer, serverOptions: loadPair(peerTls) }, () => resolve(s)) : serve(options, () => resolve(s));
       s.once('error', reject);
     });
+    answerClientErrors(peerServer as http.Server);
     if (peerTls) peerCertWatch = watchCertificate(peerServer as https.Server, peerTls, logger);
     logger.info({ listen: peersConfig.listen, tls: peerTls !== null, members: rt.site.members() }, 'listening for site peers');
   }
