@@ -9,32 +9,18 @@
  * only the two layers: the differences are what 100k rows cost. Both should
  * finish in seconds, with memory that does not grow with the cache.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'smol-toml';
-import { Index } from '../../src/store/index-db.js';
 import { run, tempDirFor } from '../../test/harness/procs.js';
 import { BERTH_MAIN } from '../berth.js';
 import { NS, TAG } from '../env.js';
 import type { Scope } from '../scope.js';
 import { MiB, now, summarize } from '../stats.js';
 import type { Ctx, Measure } from './context.js';
+import { fillIndex } from './startup.js';
 
 const BLOBS = 100_000;
-
-/** Synthetic rows (4-68 KiB each) plus the given real ones. */
-function fillIndex(file: string, synthetic: number, real: { digest: string; size: number }[]): void {
-  const index = new Index(file);
-  try {
-    index.db.transaction(() => {
-      for (let i = 0; i < synthetic; i++) index.content.putBlob(`sha256:${randomBytes(32).toString('hex')}`, 4096 + (i % 1024) * 64);
-      for (const r of real) index.content.putBlob(r.digest, r.size);
-    })();
-  } finally {
-    index.close();
-  }
-}
 
 export function airgap(scope: Scope): Measure {
   return {

@@ -17,15 +17,17 @@ import type { Scope } from '../scope.js';
 import type { Ctx, Measure } from './context.js';
 
 /**
+ * An index of `synthetic` made-up blob rows, plus the given real ones (measure 8).
  * Sizes stay small (4-68 KiB, ~3.5 GiB in all) so the total is under the
  * default max_size: a cache over its limit would start evicting at start-up
  * and each run would find fewer rows than the last.
  */
-function fillIndex(file: string, blobs: number): void {
+export function fillIndex(file: string, synthetic: number, real: readonly { digest: string; size: number }[] = []): void {
   const index = new Index(file);
   try {
     index.db.transaction(() => {
-      for (let i = 0; i < blobs; i++) index.content.putBlob(`sha256:${randomBytes(32).toString('hex')}`, 4096 + (i % 1024) * 64);
+      for (let i = 0; i < synthetic; i++) index.content.putBlob(`sha256:${randomBytes(32).toString('hex')}`, 4096 + (i % 1024) * 64);
+      for (const r of real) index.content.putBlob(r.digest, r.size);
     })();
   } finally {
     index.close();
