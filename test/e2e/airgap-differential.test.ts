@@ -13,48 +13,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
-import tar from 'tar-stream';
 import Database from 'better-sqlite3';
 import { startTokenServer } from '../harness/token-server.js';
 import { cacheState } from '../harness/cache-state.js';
+import { readTar, writeTar, type WriteEntry } from '../harness/tar.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage, type TestImage } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
 import { startBerth, type Berth } from '../harness/berth.js';
 import { freePort, run, tempDirFor } from '../harness/procs.js';
-
-type Entry = { name: string; data: Buffer };
-
-async function readTar(file: string): Promise<Entry[]> {
-  const extract = tar.extract();
-  const entries: Entry[] = [];
-  const done = new Promise<void>((res, rej) => {
-    extract.on('entry', (h, stream, next) => {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
-      stream.on('end', () => {
-        entries.push({ name: h.name, data: Buffer.concat(chunks) });
-        next();
-      });
-    });
-    extract.on('finish', res);
-    extract.on('error', rej);
-  });
-  fs.createReadStream(file).pipe(extract);
-  await done;
-  return entries;
-}
-
-async function writeTar(file: string, entries: Entry[]): Promise<void> {
-  const pack = tar.pack();
-  const out = fs.createWriteStream(file);
-  pack.pipe(out);
-  for (const e of entries) {
-    await new Promise<void>((res, rej) => pack.entry({ name: e.name, size: e.data.length }, e.data, (err) => (err ? rej(err) : res())));
-  }
-  pack.finalize();
-  await new Promise<void>((res) => out.on('close', () => res()));
-}
 
 const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 const contentOf = (img: TestImage): string[] => [...new Set([img.manifestDigest, ...img.manifests.map((m) => m.digest), ...img.blobs.map((b) => b.digest)])];
@@ -195,7 +162,7 @@ t.test('differential, signed air-gap updates between two berths', async (t) => {
       return b;
     };
     const extra = randomBytes(1000);
-    const cases: { name: string; entries?: Entry[]; file?: string; trust?: string; why: RegExp }[] = [
+    const cases: { name: string; entries?: WriteEntry[]; file?: string; trust?: string; why: RegExp }[] = [
       ...good.map((e, i) => ({ name: `one flipped byte in ${e.name}`, entries: good.map((x, j) => (i === j ? { name: x.name, data: flip(x.data) } : x)), why: /signature|does not match|damaged|not JSON|altered/ })),
       { name: 'a layer removed', entries: good.filter((e) => e.name !== `blobs/sha256/${three.manifests[0]!.layers[1]!.slice(7)}`), why: /listed entry .* is missing/ },
       { name: 'the last entry removed', entries: good.slice(0, -1), why: /listed entry "index\.json" is missing/ },

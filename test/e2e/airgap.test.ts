@@ -7,50 +7,15 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import tar from 'tar-stream';
 import Database from 'better-sqlite3';
 import { startTokenServer } from '../harness/token-server.js';
 import { cacheState } from '../harness/cache-state.js';
+import { readTar, writeTar } from '../harness/tar.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage } from '../harness/images.js';
 import { startContainerd, writeHostsToml } from '../harness/containerd.js';
 import { startBerth, type Berth } from '../harness/berth.js';
 import { freePort, run, tempDirFor } from '../harness/procs.js';
-
-/** Every entry of a tar, in order. */
-async function readTar(file: string): Promise<{ name: string; type: string; data: Buffer }[]> {
-  const extract = tar.extract();
-  const entries: { name: string; type: string; data: Buffer }[] = [];
-  const done = new Promise<void>((res, rej) => {
-    extract.on('entry', (h, stream, next) => {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
-      stream.on('end', () => {
-        entries.push({ name: h.name, type: h.type ?? 'file', data: Buffer.concat(chunks) });
-        next();
-      });
-    });
-    extract.on('finish', res);
-    extract.on('error', rej);
-  });
-  fs.createReadStream(file).pipe(extract);
-  await done;
-  return entries;
-}
-
-async function writeTar(file: string, entries: { name: string; type?: 'file' | 'symlink' | 'link' | 'directory'; data?: Buffer; linkname?: string }[]): Promise<void> {
-  const pack = tar.pack();
-  const out = fs.createWriteStream(file);
-  pack.pipe(out);
-  for (const e of entries) {
-    await new Promise<void>((res, rej) => {
-      const header = { name: e.name, type: e.type ?? 'file', ...(e.linkname ? { linkname: e.linkname } : {}), ...(e.type === 'file' || e.type === undefined ? { size: e.data?.length ?? 0 } : {}) };
-      pack.entry(header, e.data ?? Buffer.alloc(0), (err) => (err ? rej(err) : res()));
-    });
-  }
-  pack.finalize();
-  await new Promise<void>((res) => out.on('close', () => res()));
-}
 
 t.test('air-gapped sites with real containerd, Distribution and skopeo', async (t) => {
   const token = await startTokenServer(t, { users: { pusher: 'push-secret' } });
