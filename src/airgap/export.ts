@@ -101,16 +101,19 @@ export async function exportImages(from: { mirror: Mirror; store: ContentStore }
   const layout = Buffer.from(OCI_LAYOUT_CONTENT);
   planned.push({ kind: 'buffer', name: OCI_LAYOUT_FILE, size: layout.length, digest: sha256(layout), data: layout });
   const indexEntries: object[] = [];
+  /** What the other side holds is listed as left out, not written. */
+  const leaveOut = (d: { digest: string; size: number }, kind: OmittedDigest['kind'], held: Set<string>): boolean => {
+    if (!held.has(d.digest)) return false;
+    omitted.push({ digest: d.digest, kind, size: d.size });
+    result.omitted[kind === 'blob' ? 'blobs' : 'manifests']++;
+    result.omitted.bytes += d.size;
+    return true;
+  };
   for (const c of resolved) {
     for (const m of c.manifests) {
       if (seen.has(m.digest)) continue;
       seen.add(m.digest);
-      if (heldManifests.has(m.digest)) {
-        omitted.push({ digest: m.digest, kind: 'manifest', size: m.size });
-        result.omitted.manifests++;
-        result.omitted.bytes += m.size;
-        continue;
-      }
+      if (leaveOut(m, 'manifest', heldManifests)) continue;
       const body = mirror.cachedManifest(m.digest)?.body;
       if (!body) throw new Error(`manifest ${m.digest} of ${formatImageReference(c.ref)} left the cache during export`);
       planned.push({ kind: 'buffer', name: `blobs/sha256/${digestHex(m.digest)}`, size: body.length, digest: m.digest, data: body });
@@ -120,12 +123,7 @@ export async function exportImages(from: { mirror: Mirror; store: ContentStore }
     for (const b of c.blobs) {
       if (seen.has(b.digest)) continue;
       seen.add(b.digest);
-      if (heldBlobs.has(b.digest)) {
-        omitted.push({ digest: b.digest, kind: 'blob', size: b.size });
-        result.omitted.blobs++;
-        result.omitted.bytes += b.size;
-        continue;
-      }
+      if (leaveOut(b, 'blob', heldBlobs)) continue;
       const file = store.path(b.digest);
       let size: number;
       try {
