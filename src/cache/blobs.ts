@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { OciError } from '../oci/errors.js';
 import type { RegistryClient } from '../upstream/types.js';
 import { Fill, errText, type BlobSource } from './fill.js';
+import type { FileRange } from './fill-reader.js';
 import type { Site } from './site.js';
 import { NoRoomError, blobUnknown, toClientError } from './errors.js';
 import { passThrough } from './passthrough.js';
@@ -30,6 +31,14 @@ export interface BlobHandle {
    * closes it and ends the read. Absent for HEAD and for bodies being filled.
    */
   takeFile?: () => { fd: number; done: () => void };
+  /**
+   * A body being filled, followed for a zero-copy send: `next` gives each run
+   * of bytes of [start, end] as it reaches the fill's file and may go out
+   * (null at the end; rejects when the fill failed or the signal aborted);
+   * the caller calls `done` (once) when the send is over. Absent for HEAD and
+   * for blobs already on disk (`takeFile`).
+   */
+  follow?: (start: number, end: number) => { next: (signal: AbortSignal) => Promise<FileRange | null>; done: () => void };
   /** Releases what the handle holds (an fd) if neither `open` nor `takeFile` is called. */
   release(): void;
 }
@@ -119,7 +128,20 @@ export class BlobCache {
     this.metrics.cacheResult('blob', shared ? 'coalesced' : 'miss');
     const f = fill;
     const handle: BlobHandle = { digest: req.digest, size, source: shared ? 'coalesced' : 'upstream', release: () => undefined };
-    if (!req.head) handle.open = (start, end) => this.store.track(req.digest, f.reader(start, end));
+    if (!req.head) {
+      handle.open = (start, end) => this.store.track(req.digest, f.reader(start, end));
+      handle.follow = (start, end) => {
+        const ranges = f.ranges(start, end);
+        const unhold = this.store.hold(req.digest);
+        return {
+          next: (signal) => ranges.next(signal),
+          done: () => {
+            ranges.close();
+            unhold();
+          },
+        };
+      };
+    }
     return handle;
   }
 

@@ -1,7 +1,10 @@
 /**
- * A client of a fill: follows the bytes as they arrive (from the fill's
- * memory window while it holds them, else from the temp file, and from the
- * blob file once the fill committed), under the hold-back rule (hold-back.ts).
+ * The clients of a fill, under the hold-back rule (hold-back.ts):
+ * - FillReader, a stream that follows the bytes as they arrive (from the
+ *   fill's memory window while it holds them, else from the temp file, and
+ *   from the blob file once the fill committed), for the copying path;
+ * - FillRanges, which hands out ranges of the file as they reach it, for a
+ *   zero-copy send (sendfile(2)): no byte of a follower enters JavaScript.
  */
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
@@ -23,16 +26,7 @@ export class FillReader extends Readable {
   }
 
   private openFd(): number {
-    if (this.fd !== null) return this.fd;
-    // The temp file becomes the blob file on commit; the fd survives the rename.
-    const temp = this.fill.tempPath;
-    try {
-      if (this.fill.state === BlobState.Committed || !temp) throw Object.assign(new Error('committed'), { code: 'ENOENT' });
-      this.fd = fs.openSync(temp, 'r');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      this.fd = this.store.openSync(this.fill.digest);
-    }
+    this.fd ??= openFillFile(this.fill, this.store);
     return this.fd;
   }
 
@@ -118,5 +112,104 @@ export class FillReader extends Readable {
       this.fd = null;
       fs.close(fd, () => cb(err));
     } else cb(err);
+  }
+}
+
+/**
+ * Opens the file a follower reads: the temp file while the fill writes (it
+ * becomes the blob file on commit, and the fd survives the rename), else the
+ * committed blob.
+ */
+function openFillFile(fill: Fill, store: Pick<FillStore, 'openSync'>): number {
+  const temp = fill.tempPath;
+  try {
+    if (fill.state === BlobState.Committed || !temp) throw Object.assign(new Error('committed'), { code: 'ENOENT' });
+    return fs.openSync(temp, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return store.openSync(fill.digest);
+  }
+}
+
+/** Bytes of a file to send as they are: `length` bytes of `fd` from `offset`. */
+export interface FileRange {
+  fd: number;
+  offset: number;
+  length: number;
+}
+
+/**
+ * A follower that waits for this much more on disk before its next send (or
+ * for all it may have before the held-back byte): one send per MiB keeps the
+ * sends few while the first bytes still go out within milliseconds.
+ */
+export const FOLLOW_BATCH = 1024 * 1024;
+
+/**
+ * Follows a fill for a zero-copy send of bytes [start, end]: each next() is
+ * the run of bytes that reached the file since the last one and may go out
+ * (the range's last byte only once the digest matched). Bytes are sent from
+ * the file, never from the fill's memory window.
+ */
+export class FillRanges {
+  private fd: number | null = null;
+  private pos: number;
+  private closed = false;
+
+  constructor(private readonly fill: Fill, private readonly store: Pick<FillStore, 'openSync'>, start: number, private readonly end: number) {
+    this.pos = start;
+  }
+
+  /**
+   * The next range to send, which the caller sends whole before asking
+   * again; null once every byte of [start, end] was given out. Rejects when
+   * the fill failed before its bytes were verified (the client must see a
+   * truncated body), or when `signal` aborts (the client left).
+   */
+  async next(signal: AbortSignal): Promise<FileRange | null> {
+    for (;;) {
+      if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
+      if (this.closed) throw new Error('follower closed');
+      if (this.pos > this.end) return null;
+      const fill = this.fill;
+      if (fill.state === BlobState.Failed && !fill.bytesVerified) throw fill.error ?? new Error('fill failed');
+      const verified = fill.state !== BlobState.Writing;
+      const limit = emitLimit(fill.onDisk, this.end, verified);
+      const ready = limit - this.pos + 1;
+      if (ready > 0 && (verified || ready >= FOLLOW_BATCH || limit >= this.end - 1)) {
+        this.fd ??= openFillFile(fill, this.store);
+        const range = { fd: this.fd, offset: this.pos, length: ready };
+        this.pos += ready;
+        return range;
+      }
+      // Verified but shorter than asked: cannot happen for a size-checked fill.
+      if (verified) throw new Error('blob shorter than the requested range');
+      await this.progress(signal);
+    }
+  }
+
+  /** Closes the file (once); the follower gives nothing after this. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.fd !== null) {
+      fs.close(this.fd, () => undefined);
+      this.fd = null;
+    }
+  }
+
+  private progress(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const stop = () => {
+        off();
+        reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      };
+      const off = this.fill.onProgress(() => {
+        off();
+        signal.removeEventListener('abort', stop);
+        resolve();
+      });
+      signal.addEventListener('abort', stop, { once: true });
+    });
   }
 }

@@ -15,7 +15,7 @@ import type { BlobAnswer } from '../upstream/types.js';
 import { UpstreamError, isUnreachable } from '../upstream/types.js';
 import { BlobState, type BlobWriter } from '../store/blobs.js';
 import { BlobNotFoundError, NoRoomError } from './errors.js';
-import { FillReader } from './fill-reader.js';
+import { FillRanges, FillReader } from './fill-reader.js';
 
 export { BlobNotFoundError, BlobState };
 
@@ -300,6 +300,11 @@ export class Fill {
    */
   reader(start: number, end: number): FillReader {
     return new FillReader(this, this.opts.store, start, end);
+  }
+
+  /** Bytes [start, end] as ranges of the file as they reach it, for a zero-copy send (same rules as reader()). */
+  ranges(start: number, end: number): FillRanges {
+    return new FillRanges(this, this.opts.store, start, end);
   }
 }
 

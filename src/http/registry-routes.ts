@@ -128,9 +128,9 @@ async function blob(c: Context<AppEnv>, mirror: Mirror, metrics: Metrics, target
 
 /**
  * Writes a blob answer: Range and 206, the registry headers, and the body
- * straight to the Node response: a cached blob on a plain TCP socket with
- * sendfile(2) when `zeroCopy` is given, anything else copied through Node
- * buffers. `sent` is told the bytes once they are all out (a truncated body
+ * straight to the Node response: on a plain TCP socket with sendfile(2)
+ * when `zeroCopy` is given (a cached blob in one send, a fill followed as its
+ * file grows), anything else copied through Node buffers. `sent` is told the bytes once they are all out (a truncated body
  * is a destroyed socket, and counts nothing).
  */
 export async function sendBlob(
@@ -172,6 +172,22 @@ export async function sendBlob(
   const source = handle.source === 'cache' ? 'cache' : 'upstream';
   const outgoing = c.env?.outgoing;
   const length = end - start + 1;
+  if (outgoing && zeroCopy && handle.follow && length > 0 && zeroCopy.usable(outgoing)) {
+    const body = handle.follow(start, end);
+    headers['X-Request-Id'] = c.get('reqId');
+    outgoing.writeHead(status, headers);
+    void zeroCopy.follow(outgoing, body.next).then((errno) => {
+      body.done();
+      if (errno !== 0) {
+        // A failed fill or a client gone: the truncated body is the signal.
+        outgoing.destroy();
+        return;
+      }
+      outgoing.end();
+      sent(source, length);
+    });
+    return RESPONSE_ALREADY_SENT;
+  }
   if (outgoing && zeroCopy && handle.takeFile && length > 0 && zeroCopy.usable(outgoing)) {
     const file = handle.takeFile();
     headers['X-Request-Id'] = c.get('reqId');

@@ -76,6 +76,7 @@ async function setup(t: Test, o: { sendfile: boolean; tls?: TlsFiles; size?: num
       settle = [];
       return errno;
     },
+    follow: (res, next) => real.follow(res, next),
   };
   const app = new Hono<AppEnv>();
   app.on(['GET', 'HEAD'], '/blob', async (c) => {
