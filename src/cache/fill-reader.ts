@@ -20,9 +20,12 @@ export class FillReader extends Readable {
   private reading = false;
   private unsubscribe: (() => void) | null = null;
 
+  private readonly unuseMemory: () => void;
+
   constructor(private readonly fill: Fill, private readonly store: Pick<FillStore, 'openSync'>, start: number, private readonly end: number) {
     super({ highWaterMark: CHUNK });
     this.pos = start;
+    this.unuseMemory = fill.useMemory();
   }
 
   private openFd(): number {
@@ -105,6 +108,7 @@ export class FillReader extends Readable {
   }
 
   override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.unuseMemory();
     this.unsubscribe?.();
     this.unsubscribe = null;
     if (this.fd !== null) {

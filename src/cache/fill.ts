@@ -72,6 +72,8 @@ export class Fill {
   /** The latest chunks received, with their offsets: followers take them from memory. */
   private recent: { at: number; buf: Buffer }[] = [];
   private recentBytes = 0;
+  /** Readers that take bytes from memory (FillReader): the window is kept only while there are some. */
+  private memoryReaders = 0;
   state = BlobState.Writing;
   /** When the fill began: the time of the request that caused it, for LRU. */
   readonly startedAt = Date.now();
@@ -118,12 +120,33 @@ export class Fill {
    * so that they need not wait for the write and read it back.
    */
   private remember(chunk: Buffer): void {
-    this.recent.push({ at: this.accepted, buf: chunk });
+    const at = this.accepted;
     this.accepted += chunk.length;
+    // Nobody reads from memory (zero-copy followers read the file): let the chunk die young.
+    if (this.memoryReaders === 0) return;
+    this.recent.push({ at, buf: chunk });
     this.recentBytes += chunk.length;
     while (this.recent.length > 1 && this.recentBytes - this.recent[0]!.buf.length >= MEMORY_WINDOW) {
       this.recentBytes -= this.recent.shift()!.buf.length;
     }
+  }
+
+  /**
+   * Counts a reader that takes bytes from memory until the returned function
+   * is called: from then on the fill keeps its latest chunks for it (bytes
+   * received before are read from the file).
+   */
+  useMemory(): () => void {
+    this.memoryReaders++;
+    let used = true;
+    return () => {
+      if (!used) return;
+      used = false;
+      if (--this.memoryReaders === 0) {
+        this.recent = [];
+        this.recentBytes = 0;
+      }
+    };
   }
 
   /** Up to `max` received bytes from `pos`, when they are still held in memory. */
