@@ -145,7 +145,7 @@ export interface FileRange {
 /**
  * A follower that waits for this much more on disk before its next send (or
  * for all it may have before the held-back byte): one send per MiB keeps the
- * sends few while the first bytes still go out within milliseconds.
+ * sends few. Its first send takes whatever is there, however little.
  */
 export const FOLLOW_BATCH = 1024 * 1024;
 
@@ -160,7 +160,7 @@ export class FillRanges {
   private pos: number;
   private closed = false;
 
-  constructor(private readonly fill: Fill, private readonly store: Pick<FillStore, 'openSync'>, start: number, private readonly end: number) {
+  constructor(private readonly fill: Fill, private readonly store: Pick<FillStore, 'openSync'>, private readonly start: number, private readonly end: number) {
     this.pos = start;
   }
 
@@ -180,7 +180,8 @@ export class FillRanges {
       const verified = fill.state !== BlobState.Writing;
       const limit = emitLimit(fill.onDisk, this.end, verified);
       const ready = limit - this.pos + 1;
-      if (ready > 0 && (verified || ready >= FOLLOW_BATCH || limit >= this.end - 1)) {
+      // The first bytes go out at once (time to first byte); later ones in runs of FOLLOW_BATCH.
+      if (ready > 0 && (verified || this.pos === this.start || ready >= FOLLOW_BATCH || limit >= this.end - 1)) {
         this.fd ??= openFillFile(fill, this.store);
         const range = { fd: this.fd, offset: this.pos, length: ready };
         this.pos += ready;
