@@ -105,7 +105,7 @@ export interface Config {
     drainTimeoutMs: number;
     /** metrics_listen: a second listener for /metrics and /healthz only (none: /metrics stays on listen alone). */
     metricsListen?: { listen: string; host: string; port: number };
-    /** Cached blobs go to plain-HTTP clients with sendfile(2) when the addon is built. */
+    /** Blobs (cached, or followed while filled) go to plain-HTTP clients with sendfile(2) when the addon is built. */
     sendfile: boolean;
   };
   cache: {
