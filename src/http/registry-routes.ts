@@ -172,30 +172,25 @@ export async function sendBlob(
   const source = handle.source === 'cache' ? 'cache' : 'upstream';
   const outgoing = c.env?.outgoing;
   const length = end - start + 1;
-  if (outgoing && zeroCopy && handle.follow && length > 0 && zeroCopy.usable(outgoing)) {
-    const body = handle.follow(start, end);
+  if (outgoing && zeroCopy && length > 0 && (handle.takeFile || handle.follow) && zeroCopy.usable(outgoing)) {
     headers['X-Request-Id'] = c.get('reqId');
     outgoing.writeHead(status, headers);
-    void zeroCopy.follow(outgoing, body.next).then((errno) => {
-      body.done();
+    // A cached blob in one send; a fill followed, one send per run of bytes that reached its file.
+    let sending: Promise<number>;
+    let done: () => void;
+    if (handle.takeFile) {
+      const file = handle.takeFile();
+      sending = zeroCopy.send(outgoing, file.fd, start, length);
+      done = file.done;
+    } else {
+      const body = handle.follow!(start, end);
+      sending = zeroCopy.follow(outgoing, body.next);
+      done = body.done;
+    }
+    void sending.then((errno) => {
+      done();
       if (errno !== 0) {
-        // A failed fill or a client gone: the truncated body is the signal.
-        outgoing.destroy();
-        return;
-      }
-      outgoing.end();
-      sent(source, length);
-    });
-    return RESPONSE_ALREADY_SENT;
-  }
-  if (outgoing && zeroCopy && handle.takeFile && length > 0 && zeroCopy.usable(outgoing)) {
-    const file = handle.takeFile();
-    headers['X-Request-Id'] = c.get('reqId');
-    outgoing.writeHead(status, headers);
-    void zeroCopy.send(outgoing, file.fd, start, length).then((errno) => {
-      file.done();
-      if (errno !== 0) {
-        // A truncated body is the only honest signal left once headers are out.
+        // A failed fill or a client gone: a truncated body is the only honest signal left once headers are out.
         outgoing.destroy();
         return;
       }
