@@ -9,12 +9,14 @@
  * - content is served per repository: `repository()` is the view a
  *   request works through, like Distribution's linked blob store;
  * - eviction never deletes a blob being written or read, nor a pinned one;
- * - a row whose file the disk lost is dropped, never served.
+ * - a row whose file the disk lost is dropped, never served; a file that
+ *   cannot be read right now (EMFILE, EIO) keeps its row and fails the request.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import { OciError } from '../oci/errors.js';
 import { manifestChildren } from '../oci/manifest.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { BlobFiles, BlobWriter, PublishJournal } from '../store/blobs.js';
@@ -70,24 +72,45 @@ export class ContentStore {
 
   /**
    * A verified blob on disk, opened now so eviction cannot race the answer;
-   * undefined when it is not cached (a row the disk lost is dropped).
+   * undefined when it is not cached (a row whose file is gone is dropped).
+   * Any other failure to open it (EMFILE, EIO) throws a retryable 503 and
+   * keeps the row: berth still holds the blob.
    */
   open(digest: string, known?: BlobRow): OpenBlob | undefined {
     const row = known ?? this.index.getBlob(digest);
     if (!row) return undefined;
     try {
       return { fd: this.files.openSync(digest), size: row.size };
-    } catch {
-      return this.dropMissing(digest);
+    } catch (err) {
+      if (isGone(err)) return this.dropMissing(digest);
+      throw this.unreadable(digest, err);
     }
   }
 
-  /** Size of a cached blob (`known`: its row, when the caller just read it) whose file is really there (HEAD, ensure); undefined otherwise. */
+  /**
+   * Size of a cached blob (`known`: its row, when the caller just read it)
+   * whose file is really there (HEAD, ensure); undefined otherwise. Like
+   * `open`, only a file that is gone (or of another size) drops the row.
+   */
   present(digest: string, known?: BlobRow): number | undefined {
     const row = known ?? this.index.getBlob(digest);
     if (!row) return undefined;
-    if (this.files.sizeOnDisk(digest) !== row.size) return this.dropMissing(digest);
+    let size: number;
+    try {
+      size = fs.statSync(this.files.path(digest)).size;
+    } catch (err) {
+      if (isGone(err)) return this.dropMissing(digest);
+      throw this.unreadable(digest, err);
+    }
+    if (size !== row.size) return this.dropMissing(digest);
     return row.size;
+  }
+
+  /** A cached blob berth cannot read right now (fds exhausted, an I/O error): the request fails, the row stays. */
+  private unreadable(digest: string, err: unknown): OciError {
+    const code = (err as NodeJS.ErrnoException | null)?.code ?? 'unknown error';
+    this.logger.warn({ digest, code, err: (err as Error | null)?.message }, 'cannot read a cached blob right now; answering 503 and keeping it');
+    return new OciError('UNAVAILABLE', `berth cannot read its cached copy of this blob right now (${code}); try again`, { digest, reason: code }, { 'Retry-After': '1' });
   }
 
   /** The index names a blob the disk lost (a wiped cache dir): forget it so it is fetched again. */
@@ -318,6 +341,12 @@ export function cachedBytes(indexFile: string): number {
   } finally {
     index?.close();
   }
+}
+
+/** The file is not there (a wiped cache dir): the only errors that may drop a blob's row. */
+function isGone(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
 /** Free bytes on the filesystem holding `dir` for an unprivileged writer, or null when it cannot be told. */
