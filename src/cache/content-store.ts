@@ -25,7 +25,7 @@ import { Index } from '../store/index-db.js';
 import { Evictor } from './evict.js';
 
 /** Free space the disk must keep beyond a blob: SQLite's WAL and the index need room to write. */
-const DISK_RESERVE = 4 * 1024 * 1024;
+export const DISK_RESERVE = 4 * 1024 * 1024;
 
 export interface ContentStoreOptions {
   files: BlobFiles;
@@ -34,6 +34,8 @@ export interface ContentStoreOptions {
   metrics?: Metrics;
   /** cache.max_size */
   maxBytes: number;
+  /** Free bytes on the cache's disk, null when unknown (default: statfs of tmp/; tests give a disk of a set size). */
+  diskFree?: () => Promise<number | null>;
 }
 
 /** A blob opened for reading: the fd stays valid even if the file is evicted meanwhile. */
@@ -47,6 +49,8 @@ export class ContentStore {
   readonly index: ContentIndex;
   private readonly evictor: Evictor;
   private readonly logger: Logger;
+  private readonly diskFree: () => Promise<number | null>;
+  private readonly maxBytes: number;
   /** Open readers per digest. */
   private readonly readers = new Map<string, number>();
   /** Writers under way per digest. */
@@ -56,6 +60,8 @@ export class ContentStore {
     this.files = opts.files;
     this.index = opts.index;
     this.logger = opts.logger;
+    this.maxBytes = opts.maxBytes;
+    this.diskFree = opts.diskFree ?? (() => freeBytes(this.files.layout.tmpDir));
     this.evictor = new Evictor(opts.index, opts.files, opts.logger, { maxBytes: opts.maxBytes, isBusy: (d) => this.isBusy(d), ...(opts.metrics ? { metrics: opts.metrics } : {}) });
   }
 
@@ -221,21 +227,41 @@ export class ContentStore {
   }
 
   /**
-   * Makes room on the cache disk for `bytes` more, evicting past max_size
-   * when the disk itself is full; false when it cannot. Eviction that cannot
-   * write the index (SQLITE_FULL: a full disk) is no room too, not an error:
-   * the fill's client then gets the bytes from the upstream, uncached.
+   * Makes room for a blob of `bytes` (or the `bytes` a fill still has to
+   * write): false when it cannot, and then nothing is evicted for it (the
+   * fill's client gets the bytes from the upstream, uncached). Checked
+   * before anything is evicted:
+   * - max_size: a commit that takes the cache past it trims it to the low
+   *   watermark, least recently used first and this blob last. A blob that
+   *   does not fit there beside what eviction never takes (pinned content)
+   *   would flush the cache and then itself.
+   * - the disk: past its free space, eviction frees the rest now, whatever
+   *   max_size says, from what it may take now (not pinned, not being read
+   *   or written); a blob that would not fit even with all of that gone
+   *   evicts nothing.
+   * Eviction that cannot write the index (SQLITE_FULL: a full disk) is no
+   * room too, not an error.
    */
   async ensureRoom(bytes: number): Promise<boolean> {
-    const free = await freeBytes(this.files.layout.tmpDir);
+    const total = this.index.totalBytes();
+    if (total + bytes > this.maxBytes && !this.evictor.canFree(total + bytes - this.evictor.lowTarget, { busyToo: true })) {
+      this.logger.warn({ bytes, cached: total, maxBytes: this.maxBytes }, 'a blob that cannot stay under max_size beside the pinned content: not caching it, evicting nothing');
+      return false;
+    }
+    const free = await this.diskFree();
     if (free === null || free >= bytes + DISK_RESERVE) return true;
+    const short = bytes + DISK_RESERVE - free;
+    if (!this.evictor.canFree(short)) {
+      this.logger.warn({ bytes, free, code: 'ENOSPC' }, 'the cache disk cannot hold this blob even with all evictable content gone: evicting nothing');
+      return false;
+    }
     try {
-      await this.evictor.freeBytes(bytes + DISK_RESERVE - free);
+      await this.evictor.freeBytes(short);
     } catch (err) {
       this.logger.warn({ code: (err as { code?: unknown } | null)?.code, err: (err as Error).message }, 'could not evict to make room (disk full?)');
       return false;
     }
-    const after = await freeBytes(this.files.layout.tmpDir);
+    const after = await this.diskFree();
     return after === null || after >= bytes + DISK_RESERVE;
   }
 

@@ -43,7 +43,7 @@ export class Evictor {
     if (this.running) return this.running;
     const total = this.index.totalBytes();
     if (total <= this.opts.maxBytes) return null;
-    return this.evictTo(Math.floor(this.opts.maxBytes * LOW_WATERMARK));
+    return this.evictTo(this.lowTarget);
   }
 
   /** Debounced trigger for the hot path (after a fill commits). */
@@ -69,6 +69,33 @@ export class Evictor {
   async freeBytes(bytes: number): Promise<EvictionResult> {
     if (this.running) await this.running.catch(() => undefined);
     return this.evictTo(Math.max(0, this.index.totalBytes() - bytes));
+  }
+
+  /** Where eviction past max_size stops (the low watermark). */
+  get lowTarget(): number {
+    return Math.floor(this.opts.maxBytes * LOW_WATERMARK);
+  }
+
+  /**
+   * Whether eviction could free `bytes` now: unpinned content, least
+   * recently used first, and (unless `busyToo`: a blob whose reader or
+   * writer will be done by the time eviction runs) no blob being read or
+   * written. Reads candidates only until they add up to `bytes`.
+   */
+  canFree(bytes: number, opts: { busyToo?: boolean } = {}): boolean {
+    if (bytes <= 0) return true;
+    let sum = 0;
+    let cursor = { access: -1, digest: '' };
+    for (;;) {
+      const page = this.index.evictionCandidates(200, cursor.access, cursor.digest);
+      if (page.length === 0) return false;
+      for (const c of page) {
+        cursor = { access: c.last_access, digest: c.digest };
+        if (!opts.busyToo && c.kind === 'blob' && this.opts.isBusy?.(c.digest)) continue;
+        sum += c.size;
+        if (sum >= bytes) return true;
+      }
+    }
   }
 
   evictTo(targetBytes: number): Promise<EvictionResult> {

@@ -103,6 +103,8 @@ t.test('a cache on a full disk', { skip: noTmpfs ? `needs a small tmpfs for the 
     t.ok(o === 'exact' || (o === 'error' && got.status === 503), `the client got its bytes or a clean 503 (got ${o}, ${got.status}, ${got.body.length} bytes)`);
     t.ok(berth.logs().some((l) => JSON.stringify(l).includes('ENOSPC')), 'berth saw ENOSPC (the fault under test) and logged it');
     await clean(t, 'after ENOSPC', [layer]);
+    const report = await inspectCache(berth.cacheDir);
+    t.same(smallBlobs.filter((d) => !report.indexed.has(d)), [], 'a blob that can never fit evicted nothing: the cached blobs are all still held');
     await servesCached(t, 'after ENOSPC');
   });
 

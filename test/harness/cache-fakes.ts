@@ -155,7 +155,10 @@ export interface StoreFixture {
 }
 
 /** A real content store (blob files and index) on a temp dir, removed at teardown. */
-export async function tempStore(t: { teardown(fn: () => unknown): void }, opts: { maxBytes?: number } = {}): Promise<StoreFixture> {
+export async function tempStore(
+  t: { teardown(fn: () => unknown): void },
+  opts: { maxBytes?: number; diskBytes?: number } = {},
+): Promise<StoreFixture> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-fakes-'));
   const layout = new Layout(dir);
   const files = new BlobFiles(layout);
@@ -163,7 +166,16 @@ export async function tempStore(t: { teardown(fn: () => unknown): void }, opts: 
   // Access times are flushed by eviction (or by the test), never by the timer mid-test.
   const index = new Index(layout.indexFile, { flushIntervalMs: 3_600_000 });
   const metrics = new Metrics({ defaultMetrics: false });
-  const store = new ContentStore({ files, index: index.content, logger, metrics, maxBytes: opts.maxBytes ?? 1 << 30 });
+  // diskBytes: a disk of that size holding only the cache (free = diskBytes - cached bytes).
+  const disk = opts.diskBytes;
+  const store = new ContentStore({
+    files,
+    index: index.content,
+    logger,
+    metrics,
+    maxBytes: opts.maxBytes ?? 1 << 30,
+    ...(disk !== undefined ? { diskFree: async () => disk - index.content.totalBytes() } : {}),
+  });
   t.teardown(() => {
     store.close();
     index.close();

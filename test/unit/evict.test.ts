@@ -11,7 +11,9 @@ import { once } from 'node:events';
 import Database from 'better-sqlite3';
 import { sha256 } from '../../src/oci/digest.js';
 import { MEDIA_TYPES } from '../../src/oci/mediatypes.js';
-import { commitBlob, counterValue, tempStore } from '../harness/cache-fakes.js';
+import { BlobCache } from '../../src/cache/blobs.js';
+import { DISK_RESERVE } from '../../src/cache/content-store.js';
+import { FakeUpstream, commitBlob, counterValue, logger, readAll, tempStore } from '../harness/cache-fakes.js';
 
 const KB = 1000;
 const blob = () => randomBytes(KB);
@@ -159,14 +161,70 @@ t.test('a commit whose index row cannot be written (disk full) leaves no blob fi
 // WAL too). A fill asking for room must then hear "no room" (its client gets the bytes streamed from the
 // upstream, uncached), not an error (a 503 for a blob the upstream would have served).
 t.test('making room on a full disk: eviction that cannot write the index means no room, not an error', async (t) => {
-  const { store, index, files } = await tempStore(t);
+  // A disk with room for 1.5 blobs beside the reserve: one more needs half a blob evicted.
+  const { store, index, files } = await tempStore(t, { diskBytes: DISK_RESERVE + 1.5 * KB });
   const x = await commitBlob(store, blob(), { accessedAt: 1000 });
   const deleteBlob = index.content.deleteBlob.bind(index.content);
+  let tried = 0;
   index.content.deleteBlob = () => {
+    tried++;
     throw new Database.SqliteError('database or disk is full', 'SQLITE_FULL');
   };
-  // More than any disk has free: ensureRoom must evict, and cannot.
-  t.equal(await store.ensureRoom(Number.MAX_SAFE_INTEGER / 2), false, 'no room');
+  t.equal(await store.ensureRoom(KB), false, 'no room');
+  t.equal(tried, 1, 'eviction was tried (it could have made room)');
   t.ok(index.content.getBlob(x) && files.sizeOnDisk(x) === KB, 'nothing half evicted: row and file both stay');
   index.content.deleteBlob = deleteBlob;
+  t.equal(await store.ensureRoom(KB), true, 'once the index can be written, x makes room');
+  t.equal(index.content.getBlob(x), undefined);
+});
+
+// A blob that cannot fit even once everything evictable is gone must not flush the cache first:
+// ensureRoom checks, then evicts (or takes the no-room path with nothing evicted).
+t.test('making room on the disk: what cannot fit evicts nothing; what can evicts least recently used first', async (t) => {
+  // A disk with room for 4 blobs beside the reserve.
+  const { store, index, files } = await tempStore(t, { diskBytes: DISK_RESERVE + 4 * KB });
+  const a = await commitBlob(store, blob(), { accessedAt: 1000 });
+  const b = await commitBlob(store, blob(), { accessedAt: 2000 });
+  const c = await commitBlob(store, blob(), { accessedAt: 3000 });
+  const held = (dg: string) => Boolean(index.content.getBlob(dg)) && files.sizeOnDisk(dg) === KB;
+
+  t.equal(await store.ensureRoom(KB), true, 'one blob fits as it is');
+  t.ok(held(a) && held(b) && held(c), 'nothing evicted for it');
+
+  t.equal(await store.ensureRoom(5 * KB), false, 'more than the disk even with all evicted: no room');
+  t.ok(held(a) && held(b) && held(c), 'and nothing evicted for it');
+
+  // b is being read: eviction may take only a and c (2 KB), with 1 KB free: 3 KB, not 3.5.
+  const unhold = store.hold(b);
+  t.equal(await store.ensureRoom(3.5 * KB), false, 'no room while b is read');
+  t.ok(held(a) && held(b) && held(c), 'nothing evicted: a blob being read is not evictable');
+  unhold();
+
+  t.equal(await store.ensureRoom(2 * KB), true, 'two blobs fit once one is evicted');
+  t.equal(index.content.getBlob(a), undefined, 'a, the least recently used, went');
+  t.ok(held(b) && held(c), 'b and c stay');
+});
+
+t.test('a blob that cannot stay under max_size is not cached, and evicts nothing', async (t) => {
+  // max_size 3500: eviction goes down to 3150, least recently used first, the newest blob last.
+  const { store, index, files, metrics } = await tempStore(t, { maxBytes: 3500 });
+  const up = new FakeUpstream('docker.io');
+  const cache = new BlobCache(store, metrics, logger, { maxResumes: 0 });
+  t.teardown(() => cache.drain(0));
+  const held = [await commitBlob(store, blob(), { accessedAt: 1000 }), await commitBlob(store, blob(), { accessedAt: 2000 }), await commitBlob(store, blob(), { accessedAt: 3000 })];
+  const all = () => held.every((dg) => index.content.getBlob(dg) && files.sizeOnDisk(dg) === KB);
+
+  t.equal(await store.ensureRoom(3200), false, 'more than the low watermark: it would be evicted itself');
+  t.equal(await store.ensureRoom(KB), true, 'one blob more fits once eviction trims the oldest');
+  t.ok(all(), 'asking evicts nothing (eviction runs after the commit)');
+
+  const big = randomBytes(4000);
+  const d = up.putBlob('library/a', big);
+  const h = await cache.get({ client: up, repository: 'library/a', digest: d, head: false });
+  t.equal(h.source, 'upstream');
+  t.same(await readAll(h.open!(0, h.size - 1)), big, 'the client gets the exact bytes, from the upstream');
+  await cache.drain(60_000);
+  await store.evictNow();
+  t.equal(index.content.getBlob(d), undefined, 'the blob larger than max_size is not cached');
+  t.ok(all(), 'the blobs the cache held are all still there');
 });
