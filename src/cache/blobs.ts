@@ -306,7 +306,7 @@ export class BlobCache {
       () => log.info({ size: fill.size, ms: Date.now() - started }, 'blob cached'),
       (err: unknown) => {
         if (err instanceof Error && err.name === 'DigestMismatchError') {
-          this.metrics.verifyFailures.inc({ upstream: registry });
+          this.metrics.verifyFailures.inc({ upstream: registry, source: delivered.size > 0 ? 'peer' : 'upstream' });
           if (delivered.size > 0) {
             // Which source was wrong cannot be told apart; the upstream stays, the peers go.
             const left = this.wrongPeers.get(digest) ?? new Set<string>();

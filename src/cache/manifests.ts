@@ -137,7 +137,7 @@ export class ManifestCache {
         if (!got || !got.body) throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: reference });
         const actual = sha256(got.body);
         if (actual !== reference) {
-          this.metrics.verifyFailures.inc({ upstream: client.registry });
+          this.metrics.verifyFailures.inc({ upstream: client.registry, source: 'upstream' });
           this.logger.warn({ upstream: client.registry, repository, expected: reference, actual }, 'upstream manifest does not match its digest; discarded');
           throw new OciError('BAD_GATEWAY', 'the upstream sent a manifest that does not match its digest; nothing was cached', { digest: reference });
         }
@@ -236,7 +236,10 @@ export class ManifestCache {
         const got = await peer.getManifest(repository, reference, { accept: upstreamAccept(req.accept), query: { ns: registry }, ...(req.reqId ? { reqId: req.reqId } : {}) });
         if (!got?.body) continue;
         const digest = sha256(got.body);
-        if (reference.startsWith('sha256:') ? digest !== reference : got.digest !== digest) continue;
+        if (reference.startsWith('sha256:') ? digest !== reference : got.digest !== digest) {
+          this.metrics.verifyFailures.inc({ upstream: registry, source: 'peer' });
+          continue;
+        }
         const mediaType = pickMediaType(got.mediaType, got.body);
         this.store(registry, repository, digest, mediaType, got.body);
         this.logger.info({ upstream: registry, repository, reference, digest, peer: peer.registry }, 'manifest from a site peer (upstream unreachable)');
@@ -294,7 +297,7 @@ export class ManifestCache {
     if (!got || !got.body) throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { tag });
     const actual = sha256(got.body);
     if (got.digest !== actual) {
-      this.metrics.verifyFailures.inc({ upstream: registry });
+      this.metrics.verifyFailures.inc({ upstream: registry, source: 'upstream' });
       this.logger.warn({ upstream: registry, repository, tag, announced: got.digest, actual }, 'upstream manifest does not match its Docker-Content-Digest; discarded');
       throw new OciError('BAD_GATEWAY', 'the upstream sent a manifest that does not match its digest; nothing was cached', { tag });
     }

@@ -24,7 +24,8 @@ export class Metrics {
   readonly upstreamBytes: client.Counter<'upstream'>;
   readonly upstreamUp: client.Gauge<'upstream'>;
   readonly upstreamLastSuccess: client.Gauge<'upstream'>;
-  readonly verifyFailures: client.Counter<'upstream'>;
+  /** `source`: who sent the bytes, "upstream" or "peer" (a site peer delivered some of them). */
+  readonly verifyFailures: client.Counter<'upstream' | 'source'>;
   readonly evictions: client.Counter;
   readonly policyDenials: client.Counter<'reason' | 'project'>;
   readonly credentialFailures: client.Counter;
@@ -73,7 +74,12 @@ export class Metrics {
       labelNames: ['upstream'],
       registers,
     });
-    this.verifyFailures = new client.Counter({ name: 'berth_digest_mismatches_total', help: 'Upstream content that did not match its digest and was discarded', labelNames: ['upstream'], registers });
+    this.verifyFailures = new client.Counter({
+      name: 'berth_digest_mismatches_total',
+      help: 'Content that did not match its digest and was discarded, by the upstream it belongs to and its source (upstream or a site peer)',
+      labelNames: ['upstream', 'source'],
+      registers,
+    });
     this.evictions = new client.Counter({ name: 'berth_cache_evictions_total', help: 'Blobs evicted to keep the cache under max_size', registers });
     this.policyDenials = new client.Counter({
       name: 'berth_policy_denials_total',
