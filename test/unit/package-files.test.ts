@@ -47,3 +47,16 @@ t.test("the tarball carries native/sendfile's sources and not its build", async 
     'nothing of its build/ dir',
   );
 });
+
+// npm 11.16+ reads package.json allowScripts (advisory now, enforced from npm 12: a dependency whose
+// install script is not allowed is installed unbuilt). Every package the lock says has an install script
+// is named: a registry one by name, the local addon by its file: spec (a name alone does not match it).
+t.test('allowScripts names every dependency with an install script', async (t) => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { allowScripts?: Record<string, boolean> };
+  const lock = JSON.parse(fs.readFileSync(path.join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { hasInstallScript?: boolean; name?: string }> };
+  const withScripts = Object.entries(lock.packages)
+    .filter(([, p]) => p.hasInstallScript)
+    .map(([where]) => (where.startsWith('node_modules/') ? where.slice(where.lastIndexOf('node_modules/') + 'node_modules/'.length) : `file:${where}`));
+  t.ok(withScripts.includes('better-sqlite3') && withScripts.includes('file:native/sendfile'), `the lock lists the two known ones (${withScripts.join(', ')})`);
+  t.same(withScripts.filter((k) => pkg.allowScripts?.[k] !== true), [], 'each is allowed in package.json');
+});
