@@ -79,8 +79,9 @@ if [ -z "$ROOT" ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then die "run as roo
 DEST_LIB="$ROOT$LIB_DIR"
 say "installing the package into $DEST_LIB"
 act mkdir -p "$DEST_LIB"
-act rm -rf "$DEST_LIB/dist" "$DEST_LIB/node_modules" "$DEST_LIB/config"
-act cp -a "$SRC/package.json" "$SRC/dist" "$SRC/config" "$DEST_LIB/"
+act rm -rf "$DEST_LIB/dist" "$DEST_LIB/node_modules" "$DEST_LIB/config" "$DEST_LIB/native"
+# native/: the optional sendfile addon, built (node_modules/berth-sendfile links to it).
+act cp -a "$SRC/package.json" "$SRC/dist" "$SRC/config" "$SRC/native" "$DEST_LIB/"
 act cp -a "$SRC/package-lock.json" "$DEST_LIB/"
 # Production dependencies only, copied from this checkout's node_modules as
 # package-lock.json lists them (no download; better-sqlite3 stays built for

@@ -169,7 +169,7 @@ export class BlobCache {
 
   /** The disk cannot hold this blob: this client gets it straight from the upstream, verified, uncached. */
   private async uncached(req: BlobRequest, why: NoRoomError): Promise<BlobHandle> {
-    this.logger.warn({ digest: req.digest, size: why.size, code: 'ENOSPC' }, 'no room in the cache for this blob even after eviction: streaming it from the upstream uncached');
+    this.logger.warn({ digest: req.digest, size: why.size, code: 'ENOSPC' }, 'no room in the cache for this blob, even with everything evictable gone: streaming it from the upstream uncached');
     let answer: Awaited<ReturnType<RegistryClient['getBlob']>>;
     try {
       answer = await req.client.getBlob(req.repository, req.digest, req.reqId ? { reqId: req.reqId } : {});

@@ -16,11 +16,11 @@ export class BlobNotFoundError extends Error {
   }
 }
 
-/** The cache disk cannot hold a blob, not even after eviction. */
+/** The cache cannot hold a blob, even with everything evictable gone (then nothing is evicted). */
 export class NoRoomError extends Error {
   readonly code = 'ENOSPC';
   constructor(readonly digest: string, readonly size: number) {
-    super(`no room in the cache for ${digest} (${size} bytes), even after eviction`);
+    super(`no room in the cache for ${digest} (${size} bytes): evicting what may go would not free enough`);
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * When the cache disk cannot hold a blob (not even after eviction), the
+ * When the cache cannot hold a blob (even with everything evictable gone), the
  * client still gets it: streamed from the upstream, uncached, one upstream
  * transfer per client. The same rule as for fills holds: the bytes are
  * hashed on the way through and the last piece is released only when the

@@ -65,6 +65,11 @@ t.test('install.sh into a root with MicroK8s, then uninstall.sh puts everything 
   t.notOk(fs.existsSync(path.join(root, 'opt/berth/node_modules/tap')), 'no dev dependencies');
   const check = await run(process.execPath, [path.join(root, 'opt/berth/dist/cli/main.js'), 'config', '--config', path.join(root, 'etc/berth/berth.toml')], { env: cleanEnv() });
   t.equal(check.code, 0, `the installed package runs on its own node_modules: ${check.stderr}`);
+  // The optional sendfile addon is a file: dependency (a link to native/sendfile): the link must resolve in the installed copy.
+  if (fs.existsSync(path.join(REPO, 'native/sendfile/build/Release/berth_sendfile.node'))) {
+    const addon = await run(process.execPath, ['-e', "require('berth-sendfile')"], { env: cleanEnv(), cwd: path.join(root, 'opt/berth') });
+    t.equal(addon.code, 0, `the installed package loads the sendfile addon: ${addon.stderr.split('\n').find((l) => l.includes('Error')) ?? ''}`);
+  }
   const merged = parse(fs.readFileSync(path.join(mkDir, 'hosts.toml'), 'utf8')) as { host: Record<string, unknown> };
   t.same(Object.keys(merged.host), ['http://127.0.0.1:5050', 'https://registry-1.docker.io'], "MicroK8s' certs.d was found and configured");
   t.notOk(fs.existsSync(path.join(root, 'etc/containerd')), 'nothing written to the plain containerd directory');
