@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import https from 'node:https';
+import { setTimeout as delay } from 'node:timers/promises';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
@@ -22,6 +23,9 @@ import { schedulePrefetch } from './cache/prefetch.js';
 import { hostPlatform, parsePlatform } from './oci/platform.js';
 import { watchDaemon } from './metrics/watch.js';
 import { startMetricsListener } from './metrics/listener.js';
+
+/** How long start-up waits on the upstream warm-up before it says it is serving (it goes on in the background). */
+const WARM_WAIT_MS = 500;
 
 export interface Daemon {
   url: string;
@@ -102,6 +106,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `${tlsFiles ? 'https' : 'http'}://${host}:${addr.port}`;
+  // Already answering: each upstream learns its auth scheme and opens a socket now, so the first pull
+  // pays no 401 round trip, connect or parser compile. An upstream slow to answer does not hold the log line.
+  await Promise.race([rt.upstreams.warm(), delay(WARM_WAIT_MS, undefined, { ref: false })]);
   logger.info({ url, cacheDir: layout.root, upstreams: config.upstreams.map((u) => u.registry) }, 'berth is serving');
   // Over max_size already (max_size lowered, or a cache carried over): trim in the background.
   rt.store.scheduleEviction(0);

@@ -40,6 +40,11 @@ export class Upstreams {
     return client;
   }
 
+  /** The daemon at start: every upstream learns its auth scheme and opens a socket now, not on the first pull. */
+  async warm(): Promise<void> {
+    await Promise.all(this.all().map((c) => c.warm?.()));
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.all().map((c) => c.close()));
   }

@@ -47,6 +47,9 @@ export interface AuthOptions {
   log: Logger;
 }
 
+/** /v2/ answers `{}` or a short error; the probe reads at most this. */
+const PROBE_BODY_LIMIT = 64 * 1024;
+
 export class Authenticator {
   readonly #send: Send;
   readonly #log: Logger;
@@ -83,6 +86,25 @@ export class Authenticator {
     // For /v2/ (no repository) ask for whatever scope the challenge named.
     const retry = await this.#credential(next, scope ?? challenge?.params.get('scope'), sent.cachedToken);
     return this.#send(withAuth(ex, retry.header));
+  }
+
+  /**
+   * Sends `ex` as it is (the start-up warm-up's GET /v2/) and, from a 401's
+   * challenge, learns the scheme without fetching a token: the first real
+   * request then asks the token service for its own scope up front instead
+   * of paying an anonymous 401 first. A no-op once a scheme is known.
+   */
+  async learnScheme(ex: Exchange): Promise<void> {
+    if (this.#scheme.kind !== 'anonymous') return;
+    const answer = await this.#send(ex);
+    // Read, not discarded: the socket is back in the pool when this resolves.
+    await answer.read(PROBE_BODY_LIMIT);
+    if (answer.status !== 401 || answer.redirected || this.#scheme.kind !== 'anonymous') return;
+    const challenge = pickChallenge(parseChallenges(answer.headers['www-authenticate']));
+    const next = challenge ? learn(challenge) : undefined;
+    if (!next) return;
+    this.#scheme = next;
+    this.#log.debug({ scheme: next.kind }, 'upstream asked for authentication');
   }
 
   /** Whether a second try with `next` can succeed where `sent` (under `scheme`) just failed. */

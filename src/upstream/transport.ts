@@ -20,6 +20,8 @@ export interface Exchange {
   headers: Record<string, string>;
   signal?: AbortSignal | undefined;
   reqId?: string | undefined;
+  /** The start-up warm-up: outside the circuit and the metrics (an upstream away at start opens nothing). */
+  warmUp?: boolean | undefined;
 }
 
 export interface Answer {
@@ -68,7 +70,7 @@ export function createTransport(opts: TransportOptions): Send {
   const { registry, dispatcher, circuit, log } = opts;
 
   const emit = (ex: Exchange, status: number | 'error', started: number): void => {
-    if (!opts.observer) return;
+    if (!opts.observer || ex.warmUp) return;
     try {
       opts.observer({ registry, kind: ex.kind, method: ex.method, status, durationMs: performance.now() - started });
     } catch (err) {
@@ -120,7 +122,7 @@ export function createTransport(opts: TransportOptions): Send {
   };
 
   return async function send(ex: Exchange): Promise<Answer> {
-    circuit.admit();
+    if (!ex.warmUp) circuit.admit();
     const started = performance.now();
     let res: Dispatcher.ResponseData;
     const path = ex.url.pathname + ex.url.search;
@@ -140,12 +142,13 @@ export function createTransport(opts: TransportOptions): Send {
         throw err;
       }
       const mapped = toUpstreamError(err, registry);
+      if (ex.warmUp) throw mapped;
       circuit.failed(mapped);
       if (mapped.code === 'UPSTREAM_TLS' && ex.url.protocol === 'https:') reportTlsFailure(ex.url, mapped.message, log);
       log.debug({ kind: ex.kind, method: ex.method, path: ex.url.pathname, code: mapped.code, reqId: ex.reqId }, 'upstream exchange failed');
       throw mapped;
     }
-    circuit.succeeded();
+    if (!ex.warmUp) circuit.succeeded();
     emit(ex, res.statusCode, started);
     if (log.isLevelEnabled('debug')) {
       log.debug(

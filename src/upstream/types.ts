@@ -98,6 +98,12 @@ export interface RegistryClient {
   getTags(repository: string, query: string, opts?: RequestOptions): Promise<{ body: Buffer; link?: string } | null>;
   /** GET /v2/ with auth: true when the upstream answers as a registry. */
   ping(opts?: RequestOptions): Promise<boolean>;
+  /**
+   * Best effort, for the daemon at start: opens a connection and learns the
+   * upstream's auth scheme from GET /v2/ (no token), so the first pull pays
+   * neither. Never throws; outside the circuit and the metrics.
+   */
+  warm?(): Promise<void>;
   health(): UpstreamHealth;
   close(): Promise<void>;
 }

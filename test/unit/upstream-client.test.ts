@@ -508,6 +508,49 @@ t.test('ping: true on 200, false on a non-registry, throws when unreachable', as
   t.equal((await rejection(client(t, `http://127.0.0.1:${port}`).ping())).code, 'UPSTREAM_UNREACHABLE');
 });
 
+t.test('warm: the challenge is learnt before the first pull, which then pays no 401 and reuses the socket', async (t) => {
+  const tokens = await tokenService(t);
+  const reg = await fakeRegistry(t, {
+    auth: 'bearer',
+    realm: tokens.realm,
+    manifests: new Map([['library/nginx:1.27', { body: manifestBody, type: MEDIA_TYPES.ociManifest }]]),
+    blobs: new Map([[blobDigest, blobBytes]]),
+  });
+  const c = client(t, reg.url, { pool: { keepAliveTimeoutMs: 30_000 } });
+  await c.warm?.();
+  t.same(reg.hits.map((h) => `${h.method} ${h.path} ${h.headers.authorization === undefined ? 'anonymous' : 'credentials'}`), ['GET /v2/ anonymous'], 'warm-up: one anonymous GET /v2/');
+  t.equal(tokens.hits.length, 0, 'and no token: its scope is not known yet');
+  t.same(c.events, [], 'nobody\'s request: not in the metrics');
+  const before = reg.hits.length;
+  t.equal((await c.getManifest('library/nginx', '1.27'))?.digest, digestOf(manifestBody));
+  t.equal(reg.connections(), 1, "the warm-up's connection is the first request's");
+  t.equal(tokens.hits.length, 1, 'one token, for the pull\'s scope');
+  const blob = await c.getBlob('library/nginx', blobDigest);
+  blob?.body.resume();
+  t.same(
+    reg.hits.slice(before).map((h) => h.headers.authorization),
+    ['Bearer tok:repository:library/nginx:pull', 'Bearer tok:repository:library/nginx:pull'],
+    'the first pull request carries its token on the first try: no anonymous 401 round trip',
+  );
+});
+
+t.test('warm: Basic is learnt too; an unreachable upstream is no error and leaves the circuit closed', async (t) => {
+  const reg = await fakeRegistry(t, { auth: 'basic', manifests: new Map([['p/q:1', { body: manifestBody, type: MEDIA_TYPES.ociManifest }]]) });
+  const c = client(t, reg.url, { username: USER, password: PASSWORD });
+  await c.warm?.();
+  const before = reg.hits.length;
+  t.ok(await c.getManifest('p/q', '1'));
+  t.same(reg.hits.slice(before).map((h) => h.headers.authorization === undefined), [false], 'credentials up front from the first request');
+
+  const port = await refusedPort();
+  const away = client(t, `http://127.0.0.1:${port}`, { circuit: { maxFails: 1, failTimeoutMs: 60_000 } });
+  await away.warm?.();
+  t.equal(away.health().up, true, 'a failed warm-up does not open the circuit');
+  t.equal(away.health().consecutiveFailures, 0);
+  t.equal((await rejection(away.headManifest('r/x', 'tag'))).code, 'UPSTREAM_UNREACHABLE');
+  t.notMatch((await rejection(away.headManifest('r/x', 'tag'))).message, /warm/, 'errors are the requests\' own');
+});
+
 t.test('429: waits for a short Retry-After, gives up on a long one', async (t) => {
   let calls = 0;
   const limited = await serve(t, (req, res) => {
