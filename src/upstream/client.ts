@@ -8,6 +8,7 @@
  *   transport.ts            -> circuit gate, one undici request, metrics event
  *   dispatcher.ts           -> Agent + redirect interceptor, timeouts, TLS trust
  */
+import { setFlagsFromString } from 'node:v8';
 import type { Logger } from 'pino';
 import { isDigest, sha256 } from '../oci/digest.js';
 import { DEFAULT_ACCEPT, baseMediaType } from '../oci/mediatypes.js';
@@ -49,6 +50,20 @@ export interface ClientOptions {
   /** Headers that authenticate each attempt (site peers); see transport.ts. */
   sign?: (method: 'GET' | 'HEAD', target: string) => Record<string, string>;
 }
+
+/*
+ * undici parses HTTP with llhttp compiled to WebAssembly. V8 runs it with its
+ * baseline compiler (Liftoff) and, once the parser is hot, recompiles it with
+ * TurboFan: for llhttp's one huge function that is 200-250 ms of CPU on a
+ * background thread, in every new process, during its first upstream
+ * requests. On a 2-core node that is a cold pull's CPU (bench measure 5: a
+ * fresh berth's 16 MiB cold fetch went from ~540 to ~350 CPU-ms), while the
+ * Liftoff code parses no slower that we can measure (a 128 MiB fill: 900 and
+ * 910 CPU-ms): bodies pass through as spans, the parser only frames them.
+ * Wasm flags are read when a module is compiled, and undici compiles llhttp
+ * on its first connection, after this module is loaded.
+ */
+setFlagsFromString('--liftoff-only');
 
 /** Registries cap manifests at 4 MiB (Distribution's default); more is not a manifest. */
 const MANIFEST_LIMIT = 4 * 1024 * 1024;
