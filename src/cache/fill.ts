@@ -10,6 +10,7 @@
  * client as a truncated body, never as a complete wrong one.
  */
 import { EventEmitter } from 'node:events';
+import { finished } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobAnswer } from '../upstream/types.js';
 import { UpstreamError, isUnreachable } from '../upstream/types.js';
@@ -245,28 +246,9 @@ export class Fill {
           if (nextSource(source, err)) continue;
           throw err;
         }
-        // A 200 to a resume repeats bytes we already hold: skip them.
-        let skip = answer.status === 200 ? offset : 0;
         try {
-          for await (const raw of answer.body) {
-            let chunk = raw as Buffer;
-            if (skip > 0) {
-              if (chunk.length <= skip) {
-                skip -= chunk.length;
-                continue;
-              }
-              chunk = chunk.subarray(skip);
-              skip = 0;
-            }
-            if (this.size !== undefined && writer.bytesAccepted + chunk.length > this.size) {
-              throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${digest} is longer than its announced ${this.size} bytes`);
-            }
-            const full = writer.write(chunk);
-            if (full) await full;
-            this.remember(chunk);
-            this.opts.onBytes?.(chunk.length, source);
-            this.events.emit('progress');
-          }
+          // A 200 to a resume repeats bytes we already hold: skip them.
+          await this.receive(answer, source, writer, answer.status === 200 ? offset : 0);
         } catch (err) {
           answer.body.destroy();
           if (!(err instanceof UpstreamError && err.code === 'UPSTREAM_PROTOCOL') && isWriteFailure(err)) throw err;
@@ -315,6 +297,70 @@ export class Fill {
       this.events.emit('progress');
       throw error;
     }
+  }
+
+  /**
+   * Takes the body chunk by chunk as the socket delivers it: hash and queue
+   * (writer), then the memory window and the followers. The body flows
+   * ('data') rather than being read with `for await`: the async iterator's
+   * read() joins whatever chunks piled up (one more copy, one more buffer to
+   * collect) and costs a promise per chunk. A full write queue pauses it.
+   */
+  private receive(answer: BlobAnswer, source: BlobSource, writer: BlobWriter, skip: number): Promise<void> {
+    const body = answer.body;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      let stopWatching = (): void => undefined;
+      const settle = (err?: unknown): void => {
+        if (settled) return;
+        settled = true;
+        body.off('data', onData);
+        stopWatching();
+        if (err === undefined || err === null) resolve();
+        else reject(err);
+      };
+      const accept = (chunk: Buffer): void => {
+        this.remember(chunk);
+        this.opts.onBytes?.(chunk.length, source);
+        this.events.emit('progress');
+      };
+      const take = (raw: Buffer): void => {
+        let chunk = raw;
+        if (skip > 0) {
+          if (chunk.length <= skip) {
+            skip -= chunk.length;
+            return;
+          }
+          chunk = chunk.subarray(skip);
+          skip = 0;
+        }
+        if (this.size !== undefined && writer.bytesAccepted + chunk.length > this.size) {
+          throw new UpstreamError('UPSTREAM_PROTOCOL', source.name, `blob ${this.digest} is longer than its announced ${this.size} bytes`);
+        }
+        const full = writer.write(chunk);
+        if (!full) {
+          accept(chunk);
+          return;
+        }
+        body.pause();
+        full.then(() => {
+          if (settled) return;
+          accept(chunk);
+          body.resume();
+        }, settle);
+      };
+      const onData = (raw: Buffer): void => {
+        if (settled) return;
+        try {
+          take(raw);
+        } catch (err) {
+          settle(err);
+        }
+      };
+      // end, error, or a close without end (ERR_STREAM_PREMATURE_CLOSE), also when it already happened.
+      stopWatching = finished(body, { writable: false }, (err) => settle(err));
+      body.on('data', onData);
+    });
   }
 
   /**

@@ -45,6 +45,19 @@ function collect(r: Readable): Promise<{ data: Buffer; error?: Error }> {
   });
 }
 
+/** Resolves once the fill holds `n` bytes (a PassThrough may hand them over within write()). */
+function held(fill: Fill, n: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (fill.accepted >= n) return resolve();
+    const off = fill.onProgress(() => {
+      if (fill.accepted >= n) {
+        off();
+        resolve();
+      }
+    });
+  });
+}
+
 function waitBytes(r: Readable, n: number): Promise<number> {
   let got = 0;
   return new Promise((resolve) => {
@@ -116,14 +129,7 @@ t.test('an interrupted transfer resumes with Range from the bytes held', async (
   await fill.ready;
   const got = collect(fill.reader(0, data.length - 1));
   src.bodies[0]!.write(data.subarray(0, 30_000));
-  await new Promise<void>((res) => {
-    const off = fill.onProgress(() => {
-      if (fill.onDisk >= 30_000) {
-        off();
-        res();
-      }
-    });
-  });
+  await held(fill, 30_000);
   src.bodies[0]!.destroy(new UpstreamError('UPSTREAM_UNREACHABLE', 'test', 'connection reset'));
   while (src.bodies.length < 2) await new Promise((r) => setImmediate(r));
   src.bodies[1]!.end(data.subarray(30_000));
@@ -140,14 +146,7 @@ t.test('a 200 to a resume repeats bytes we hold: they are skipped', async (t) =>
   const fill = new Fill({ digest, source: src, store: files, logger, maxResumes: 2 });
   await fill.ready;
   src.bodies[0]!.write(data.subarray(0, 10_000));
-  await new Promise<void>((res) => {
-    const off = fill.onProgress(() => {
-      if (fill.onDisk >= 10_000) {
-        off();
-        res();
-      }
-    });
-  });
+  await held(fill, 10_000);
   src.bodies[0]!.end(); // ends early: the fill sees a short body and resumes
   while (src.bodies.length < 2) await new Promise((r) => setImmediate(r));
   src.bodies[1]!.end(data);
