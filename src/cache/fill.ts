@@ -311,13 +311,17 @@ export class Fill {
     return new Promise<void>((resolve, reject) => {
       let settled = false;
       let stopWatching = (): void => undefined;
+      /** A chunk the writer took while its queue was full, not yet in the window. */
+      let pending: Promise<void> | undefined;
       const settle = (err?: unknown): void => {
         if (settled) return;
         settled = true;
         body.off('data', onData);
         stopWatching();
-        if (err === undefined || err === null) resolve();
-        else reject(err);
+        const finish = (): void => (err === undefined || err === null ? resolve() : reject(err));
+        // That chunk goes into the window first: a resume's bytes must not be remembered ahead of it.
+        if (pending) pending.then(finish, finish);
+        else finish();
       };
       const accept = (chunk: Buffer): void => {
         this.remember(chunk);
@@ -343,11 +347,13 @@ export class Fill {
           return;
         }
         body.pause();
-        full.then(() => {
-          if (settled) return;
+        pending = full.then(() => {
+          pending = undefined;
+          // The writer holds the chunk, so the window must, even when the body failed meanwhile.
           accept(chunk);
-          body.resume();
-        }, settle);
+          if (!settled) body.resume();
+        });
+        pending.catch(settle);
       };
       const onData = (raw: Buffer): void => {
         if (settled) return;

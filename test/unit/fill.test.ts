@@ -138,6 +138,34 @@ t.test('an interrupted transfer resumes with Range from the bytes held', async (
   t.same((await got).data, data);
 });
 
+t.test('a transfer cut while the write queue is full resumes at the right offset, and followers get the right bytes', async (t) => {
+  const files = await setup(t);
+  const data = randomBytes(12 * 1024 * 1024);
+  const digest = sha256(data);
+  const src = new ManualSource(data.length);
+  const fill = new Fill({ digest, source: src, store: files, logger, maxResumes: 2 });
+  await fill.ready;
+  const got = collect(fill.reader(0, data.length - 1));
+  // Above the writer's 8 MiB queue in one go: the fill waits for the disk with a chunk in hand.
+  const cut = 9 * 1024 * 1024;
+  for (let at = 0; at < cut; at += 64 * 1024) src.bodies[0]!.write(data.subarray(at, at + 64 * 1024));
+  src.bodies[0]!.destroy(new UpstreamError('UPSTREAM_UNREACHABLE', 'test', 'connection reset'));
+  while (src.bodies.length < 2) await new Promise((r) => setImmediate(r));
+  const from = src.calls[1]!;
+  t.equal(from, fill.accepted, 'asked for the bytes after those the fill holds');
+  const next = from + 1024 * 1024;
+  for (let at = from; at < next; at += 64 * 1024) src.bodies[1]!.write(data.subarray(at, at + 64 * 1024));
+  await until(fill, () => fill.accepted >= from + 512 * 1024);
+  const pos = from + 256 * 1024 + 100;
+  t.same(fill.fromMemory(pos, 1000), data.subarray(pos, pos + 1000), 'what followers take from memory is the blob at that offset');
+  src.bodies[1]!.end(data.subarray(next));
+  await fill.done;
+  t.equal(fill.state, BlobState.Committed);
+  const r = await got;
+  t.equal(r.error, undefined);
+  t.ok(r.data.equals(data), 'the follower got the blob, every byte in its place');
+});
+
 t.test('a 200 to a resume repeats bytes we hold: they are skipped', async (t) => {
   const files = await setup(t);
   const data = randomBytes(40_000);
