@@ -73,6 +73,19 @@ function waitBytes(r: Readable, n: number): Promise<number> {
   });
 }
 
+/** Resolves once `ok()` holds, checked at each of the fill's progress events. */
+function until(fill: Fill, ok: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    if (ok()) return resolve();
+    const off = fill.onProgress(() => {
+      if (ok()) {
+        off();
+        resolve();
+      }
+    });
+  });
+}
+
 t.test('followers stream bytes as they arrive; the last byte waits for verification', async (t) => {
   const files = await setup(t);
   const data = randomBytes(300_000);
