@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { startTokenServer } from '../harness/token-server.js';
 import { startRegistry } from '../harness/registry.js';
-import { makeImage, pushImage, readBlob } from '../harness/images.js';
+import { makeImage, pushImage, readBlob, type TestImage } from '../harness/images.js';
 import { startBerth, type Berth } from '../harness/berth.js';
 import { freePort, tempDirFor } from '../harness/procs.js';
 import { fetchOnce, startFaultProxy } from '../harness/fault-proxy.js';
@@ -60,11 +60,22 @@ t.test('site peers over TLS', async (t) => {
     await nodes[0]!.stop();
     const rogue = await issueLeaf(rogueCa, 'rogue1', { ips: ['127.0.0.1'] });
     nodes[0] = await start(0, rogue);
-    const other = await makeImage(path.join(work, 'other'), { layers: 2, layerSize: 100_000, seed: 'peers-tls-2', tag: 'v1' });
+    // A blob node 1 owns: fill it there, then ask node 2, which would go to node 1 first. Ownership
+    // depends on the run's ports, so make images until one has such a blob: with a blob node 2
+    // owned, node 1's fill would have gone through node 2 and left the blob in node 2's cache.
+    const ownedByNode1 = async (): Promise<{ other: TestImage; owned: TestImage['blobs'][number] }> => {
+      for (let n = 0; n < 20; n++) {
+        const other = await makeImage(path.join(work, `other-${n}`), { layers: 2, layerSize: 100_000, seed: `peers-tls-2-${n}`, tag: 'v1' });
+        const owned = other.blobs.find((bl) => rankMembers(bl.digest, ids)[0] === ids[0]);
+        if (owned) return { other, owned };
+      }
+      throw new Error(`no blob of 20 images is owned by ${ids[0]}`);
+    };
+    const { other, owned } = await ownedByNode1();
     await pushImage(other.layoutDir, 'v1', registry, 'library/other:v1', { creds: 'pusher:push-secret' });
-    // A blob node 1 owns: fill it there, then ask node 2, which would go to node 1 first.
-    const owned = other.blobs.find((bl) => rankMembers(bl.digest, ids)[0] === ids[0]) ?? other.blobs[0]!;
-    await fetchOnce(`${nodes[0]!.url}/v2/library/other/blobs/${owned.digest}?ns=docker.io`);
+    const filled = await fetchOnce(`${nodes[0]!.url}/v2/library/other/blobs/${owned.digest}?ns=docker.io`);
+    t.equal(filled.status, 200, 'node 1, the owner, serves the blob');
+    t.equal(gets(owned.digest), 1, 'filled from the upstream');
     const before = gets(owned.digest);
     const r = await fetchOnce(`${nodes[1]!.url}/v2/library/other/blobs/${owned.digest}?ns=docker.io`);
     t.same(r.body, await readBlob(other.layoutDir, owned.digest), 'node 2 still serves the blob');
