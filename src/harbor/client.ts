@@ -20,7 +20,7 @@ import type { Dispatcher } from 'undici';
 import { isDigest } from '../oci/digest.js';
 import { isValidName, isValidTag } from '../oci/paths.js';
 import { lazyBasic, type Password } from '../upstream/auth.js';
-import { createDispatcher } from '../upstream/dispatcher.js';
+import { createDispatcher, type RequestDispatcher } from '../upstream/dispatcher.js';
 import { HarborError, toHarborError } from './errors.js';
 import { REPORT_MIME_ORDER } from './types.js';
 import type { HarborAccessory, HarborArtifact, HarborCveAllowlist, HarborPreheatPolicy, HarborProject, HarborRepository, HarborVulnerabilityReport } from './types.js';
@@ -41,7 +41,7 @@ export interface HarborClientOptions {
   /** Largest JSON body accepted (vulnerability reports of big images run to megabytes). Default 64 MiB. */
   maxBodyBytes?: number;
   /** A dispatcher to use instead of an own Agent (not closed by `close()`). */
-  dispatcher?: Dispatcher;
+  dispatcher?: RequestDispatcher;
 }
 
 export interface CallOptions {

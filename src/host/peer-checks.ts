@@ -12,7 +12,6 @@ import dns, { Resolver } from 'node:dns/promises';
 import fs from 'node:fs/promises';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import os from 'node:os';
-import { request } from 'undici';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config/errors.js';
 import type { Config, PeersConfig } from '../config/types.js';
@@ -171,7 +170,8 @@ interface Answer {
 
 async function get(transport: UpstreamDispatcher, url: string, headers: Record<string, string>, timeoutMs: number): Promise<Answer> {
   const started = Date.now();
-  const res = await request(url, { dispatcher: transport.dispatcher, headers, signal: AbortSignal.timeout(timeoutMs) });
+  const u = new URL(url);
+  const res = await transport.dispatcher.request({ origin: u.origin, path: u.pathname + u.search, method: 'GET', headers, signal: AbortSignal.timeout(timeoutMs) });
   const arrived = Date.now();
   await res.body.dump();
   const header = res.headers.date;

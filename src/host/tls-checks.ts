@@ -13,7 +13,6 @@ import { X509Certificate } from 'node:crypto';
 import type { Config } from '../config/types.js';
 import { finding, type Finding } from './findings.js';
 import { parseHostsToml } from './hosts-toml.js';
-import { request } from 'undici';
 import { createDispatcher, type UpstreamDispatcher } from '../upstream/dispatcher.js';
 import { probePeerCertificate } from '../upstream/tls-probe.js';
 
@@ -118,7 +117,8 @@ export async function clockSkewFinding(config: Config, timeoutMs: number): Promi
       ...(harbor.caFile !== undefined ? { caFile: harbor.caFile } : {}),
     });
     const started = Date.now();
-    const res = await request(new URL('/api/v2.0/ping', harbor.url), { dispatcher: transport.dispatcher, signal: AbortSignal.timeout(timeoutMs) });
+    const ping = new URL('/api/v2.0/ping', harbor.url);
+    const res = await transport.dispatcher.request({ origin: ping.origin, path: ping.pathname, method: 'GET', signal: AbortSignal.timeout(timeoutMs) });
     const arrived = Date.now();
     await res.body.dump();
     const header = res.headers.date;

@@ -17,7 +17,8 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { Agent, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
+import { loadUndici } from '../upstream/dispatcher.js';
 import { errorCode } from '../upstream/errors.js';
 import { parseMember, type Membership } from './membership.js';
 
@@ -175,6 +176,7 @@ class KubernetesMembership implements Membership {
     }
     const timeout = this.#o.requestTimeoutMs ?? 10_000;
     // Only the cluster CA: the API server's certificate is never signed by a public root.
+    const { Agent } = await loadUndici();
     this.#agent = new Agent({ connections: 2, connect: { ca, timeout }, headersTimeout: timeout });
     try {
       await this.#list();

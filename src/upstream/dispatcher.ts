@@ -5,10 +5,15 @@
  * can open a pool for that origin. The interceptor drops `Authorization` on a
  * cross-origin hop; nothing here may add it back (presigned S3 URLs reject a
  * second credential, and it would hand our token to a third party).
+ *
+ * undici itself is imported at the first request, not at start: an idle
+ * daemon that has not yet asked an upstream anything does not carry it
+ * (~6 MiB of RSS; docs/performance.md, Memory). `ca_file` is still read here,
+ * so an unreadable one fails at start as before.
  */
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import { Agent, interceptors, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { UpstreamError } from './types.js';
 
 export interface DispatcherOptions {
@@ -22,10 +27,19 @@ export interface DispatcherOptions {
   keepAliveTimeoutMs?: number;
 }
 
+/** What berth asks of a dispatcher: `request()` (a whole undici Dispatcher fits too). */
+export interface RequestDispatcher {
+  request(options: Dispatcher.RequestOptions): Promise<Dispatcher.ResponseData>;
+}
+
 export interface UpstreamDispatcher {
-  dispatcher: Dispatcher;
+  dispatcher: RequestDispatcher;
   close(): Promise<void>;
 }
+
+let undici: Promise<typeof import('undici')> | undefined;
+/** The undici package, imported once, when a dispatcher first sends. */
+export const loadUndici = (): Promise<typeof import('undici')> => (undici ??= import('undici'));
 
 const MAX_REDIRECTIONS = 5;
 
@@ -45,22 +59,34 @@ function trustedCas(opts: DispatcherOptions): string[] | undefined {
 
 export function createDispatcher(opts: DispatcherOptions): UpstreamDispatcher {
   const ca = trustedCas(opts);
-  const agent = new Agent({
-    connections: opts.connections ?? 16,
-    keepAliveTimeout: opts.keepAliveTimeoutMs ?? 30_000,
-    headersTimeout: opts.timeouts.headersMs,
-    // Between chunks, not for the whole body: a 2 GB layer on a slow link is fine
-    // as long as bytes keep arriving.
-    bodyTimeout: opts.timeouts.bodyIdleMs,
-    connect: {
-      timeout: opts.timeouts.connectMs,
-      rejectUnauthorized: opts.skipVerify !== true,
-      ...(ca ? { ca } : {}),
-    },
-  });
-  const dispatcher = agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTIONS }));
+  let agent: Agent | undefined;
+  let composed: Promise<Dispatcher> | undefined;
+  let closed = false;
+  const ready = (): Promise<Dispatcher> =>
+    (composed ??= loadUndici().then(async ({ Agent, interceptors }) => {
+      agent = new Agent({
+        connections: opts.connections ?? 16,
+        keepAliveTimeout: opts.keepAliveTimeoutMs ?? 30_000,
+        headersTimeout: opts.timeouts.headersMs,
+        // Between chunks, not for the whole body: a 2 GB layer on a slow link is fine
+        // as long as bytes keep arriving.
+        bodyTimeout: opts.timeouts.bodyIdleMs,
+        connect: {
+          timeout: opts.timeouts.connectMs,
+          rejectUnauthorized: opts.skipVerify !== true,
+          ...(ca ? { ca } : {}),
+        },
+      });
+      // Closed before the first request: the Agent is closed too, so requests fail as on a closed Agent.
+      if (closed) await agent.close();
+      return agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTIONS }));
+    }));
   return {
-    dispatcher,
-    close: () => agent.close(),
+    dispatcher: { request: async (options) => (await ready()).request(options) },
+    async close() {
+      closed = true;
+      if (composed) await composed;
+      await agent?.close();
+    },
   };
 }

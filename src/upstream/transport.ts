@@ -12,6 +12,7 @@ import { toUpstreamError } from './errors.js';
 import { reportTlsFailure } from './tls-probe.js';
 import { contentLength } from './headers.js';
 import { UpstreamError, isUnreachable, type UpstreamEvent } from './types.js';
+import type { RequestDispatcher } from './dispatcher.js';
 
 export interface Exchange {
   kind: UpstreamEvent['kind'];
@@ -41,7 +42,7 @@ export type Send = (ex: Exchange) => Promise<Answer>;
 
 export interface TransportOptions {
   registry: string;
-  dispatcher: Dispatcher;
+  dispatcher: RequestDispatcher;
   circuit: Circuit;
   observer?: ((e: UpstreamEvent) => void) | undefined;
   log: Logger;
