@@ -4,7 +4,7 @@
  * must. Handlers never know which it was, except through `source`.
  */
 import type { Logger } from 'pino';
-import { LRUCache } from 'lru-cache';
+import { growingLru } from './lru.js';
 import { canonicalRepository } from '../oci/paths.js';
 import { OciError } from '../oci/errors.js';
 import type { Refusals } from '../store/refusals.js';
@@ -155,7 +155,7 @@ export class Mirror {
   }
 
   /** (registry, repository, digest) triples known to be linked: the hot path skips the index. */
-  private readonly linked = new LRUCache<string, true>({ max: 100_000 });
+  private readonly linked = growingLru<string, true>(100_000);
 
   /**
    * Cached content is served per repository, as a registry does: content

@@ -18,7 +18,8 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { growingLru } from '../cache/lru.js';
 
 /** Header names as Node's http parser presents them (lower case). */
 export const PEER_TIME_HEADER = 'x-berth-peer-time';
@@ -141,7 +142,7 @@ export class ReplayGuard {
   constructor(opts: { windowMs?: number; max?: number } = {}) {
     this.windowMs = opts.windowMs ?? DEFAULT_WINDOW_MS;
     if (!(this.windowMs > 0)) throw new RangeError('windowMs must be positive');
-    this.#seen = new LRUCache<string, true>({ max: opts.max ?? 100_000, ttl: 2 * this.windowMs });
+    this.#seen = growingLru<string, true>(opts.max ?? 100_000, { ttl: 2 * this.windowMs });
   }
 
   /** Records `nonce`; false if it was already recorded (a replay). */
