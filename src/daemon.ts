@@ -18,7 +18,6 @@ import { describeCert, loadPair, watchCertificate } from './http/tls.js';
 import { zeroCopy } from './http/sendfile.js';
 import { answerClientErrors } from './http/client-errors.js';
 import { openRuntime } from './runtime.js';
-import { createPeerApp } from './peers/server.js';
 import { schedulePrefetch } from './cache/prefetch.js';
 import { hostPlatform, parsePlatform } from './oci/platform.js';
 import { watchDaemon } from './metrics/watch.js';
@@ -90,6 +89,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   let peerServer: ServerType | null = null;
   let peerCertWatch: { stop(): void } | null = null;
   if (peersConfig && rt.site) {
+    const { createPeerApp } = await import('./peers/server.js');
     const peerApp = createPeerApp({ mirror, metrics, logger, key: () => peersConfig.key.reveal(), clockWindowMs: peersConfig.clockWindowMs, zeroCopy: zc });
     const peerTls = peersConfig.tls;
     peerServer = await new Promise<ServerType>((resolve, reject) => {

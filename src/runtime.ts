@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { viaHarborProject } from './upstream/via-harbor.js';
-import { HarborGate } from './harbor/gate.js';
+import type { HarborGate } from './harbor/gate.js';
 import { Layout } from './store/layout.js';
 import { BlobFiles } from './store/blobs.js';
 import { Index } from './store/index-db.js';
@@ -16,7 +16,7 @@ import { Metrics } from './metrics/metrics.js';
 import { Upstreams } from './cache/upstreams.js';
 import { Mirror } from './cache/mirror.js';
 import { ContentStore } from './cache/content-store.js';
-import { openSite, type SitePeers } from './peers/index.js';
+import type { SitePeers } from './peers/index.js';
 import { createRegistryClient } from './upstream/client.js';
 import type { RegistryClient } from './upstream/types.js';
 
@@ -91,11 +91,12 @@ export async function openRuntime(config: Config, logger: Logger, opts: { daemon
   }
   const store = new ContentStore({ files, index: index.content, logger, metrics, maxBytes: config.cache.maxSizeBytes });
   const upstreams = new Upstreams(createUpstreamClients(config, logger, metrics));
+  // Harbor's and the site peers' modules are imported only when configured (idle RSS, docs/performance.md).
   const gate = config.harbor
-    ? new HarborGate({ harbor: config.harbor, upstreams: config.upstreams, db: index.db, heldManifests: (r) => store.heldManifests(r), cachedManifest: (d) => store.manifestBody(d), logger: logger.child({ module: 'harbor' }), metrics })
+    ? new (await import('./harbor/gate.js')).HarborGate({ harbor: config.harbor, upstreams: config.upstreams, db: index.db, heldManifests: (r) => store.heldManifests(r), cachedManifest: (d) => store.manifestBody(d), logger: logger.child({ module: 'harbor' }), metrics })
     : null;
   // Only the daemon asks the site's peers; a CLI command is one node's business.
-  const site = opts.daemon && config.peers ? await openSite(config.peers, logger, metrics) : null;
+  const site = opts.daemon && config.peers ? await (await import('./peers/index.js')).openSite(config.peers, logger, metrics) : null;
   const mirror = new Mirror({
     gate,
     site,

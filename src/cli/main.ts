@@ -6,34 +6,42 @@
 import { createRequire } from 'node:module';
 import { EXIT, UsageError, err, out, type Command } from './command.js';
 import { ConfigError } from './common.js';
-import { serveCommand } from './serve.js';
-import { configCommand } from './config-cmd.js';
-import { configureCommand } from './configure.js';
-import { doctorCommand } from './doctor.js';
-import { prefetchCommand } from './prefetch.js';
-import { exportCommand } from './export-cmd.js';
-import { importCommand } from './import-cmd.js';
-import { inventoryCommand, keygenCommand } from './airgap-cmds.js';
-import { gcCommand, verifyCommand, unpinCommand } from './maintenance-cmds.js';
-import { statusCommand } from './status.js';
-import { syncCommand, auditCommand } from './harbor-cmds.js';
-
-const COMMANDS: Command[] = [serveCommand, configCommand, prefetchCommand, exportCommand, importCommand, inventoryCommand, keygenCommand, statusCommand, verifyCommand, gcCommand, unpinCommand, syncCommand, auditCommand, configureCommand, doctorCommand];
+// Each command's module is imported when that command runs: `berth serve` does
+// not carry the other commands' code (idle RSS, docs/performance.md). In the
+// order `berth --help` lists them.
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  serve: async () => (await import('./serve.js')).serveCommand,
+  config: async () => (await import('./config-cmd.js')).configCommand,
+  prefetch: async () => (await import('./prefetch.js')).prefetchCommand,
+  export: async () => (await import('./export-cmd.js')).exportCommand,
+  import: async () => (await import('./import-cmd.js')).importCommand,
+  inventory: async () => (await import('./airgap-cmds.js')).inventoryCommand,
+  keygen: async () => (await import('./airgap-cmds.js')).keygenCommand,
+  status: async () => (await import('./status.js')).statusCommand,
+  verify: async () => (await import('./maintenance-cmds.js')).verifyCommand,
+  gc: async () => (await import('./maintenance-cmds.js')).gcCommand,
+  unpin: async () => (await import('./maintenance-cmds.js')).unpinCommand,
+  sync: async () => (await import('./harbor-cmds.js')).syncCommand,
+  audit: async () => (await import('./harbor-cmds.js')).auditCommand,
+  configure: async () => (await import('./configure.js')).configureCommand,
+  doctor: async () => (await import('./doctor.js')).doctorCommand,
+};
 
 function version(): string {
   const require = createRequire(import.meta.url);
   return (require('../../package.json') as { version: string }).version;
 }
 
-function usage(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+async function usage(): Promise<string> {
+  const commands = await Promise.all(Object.values(COMMANDS).map((load) => load()));
+  const width = Math.max(...commands.map((c) => c.name.length));
   return [
     'Usage: berth <command> [flags]',
     '',
     'A node-local pull-through caching mirror for container images.',
     '',
     'Commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
     'Every command takes --config FILE and --help.',
     'Run `berth <command> --help` for its flags.',
@@ -44,18 +52,19 @@ function usage(): string {
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    out(usage());
+    out(await usage());
     return name === undefined ? EXIT.usage : EXIT.ok;
   }
   if (name === '--version' || name === 'version') {
     out(version());
     return EXIT.ok;
   }
-  const command = COMMANDS.find((c) => c.name === name);
-  if (!command) {
-    err(`berth: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!load) {
+    err(`berth: unknown command ${JSON.stringify(name)}\n\n${await usage()}`);
     return EXIT.usage;
   }
+  const command = await load();
   if (rest.includes('--help') || rest.includes('-h')) {
     out(command.help);
     return EXIT.ok;
