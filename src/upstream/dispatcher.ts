@@ -6,13 +6,16 @@
  * cross-origin hop; nothing here may add it back (presigned S3 URLs reject a
  * second credential, and it would hand our token to a third party).
  *
- * undici itself is imported at the first request, not at start: an idle
- * daemon that has not yet asked an upstream anything does not carry it
- * (~6 MiB of RSS; docs/performance.md, Memory). `ca_file` is still read here,
- * so an unreadable one fails at start as before.
+ * undici itself is loaded, and the Agent built, at the first request, not at
+ * start: an idle daemon that has not asked an upstream anything does not
+ * carry it (~2-3 MiB of RSS; that first request pays ~20-80 ms once;
+ * docs/performance.md, Memory). `ca_file` is still read here, so an
+ * unreadable one fails at start as before.
  */
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
+import { createRequire } from 'node:module';
+import type * as Undici from 'undici';
 import type { Agent, Dispatcher } from 'undici';
 import { UpstreamError } from './types.js';
 
@@ -37,9 +40,29 @@ export interface UpstreamDispatcher {
   close(): Promise<void>;
 }
 
-let undici: Promise<typeof import('undici')> | undefined;
-/** The undici package, imported once, when a dispatcher first sends. */
-export const loadUndici = (): Promise<typeof import('undici')> => (undici ??= import('undici'));
+/** The parts of undici berth uses. */
+export interface UndiciParts {
+  Agent: typeof Undici.Agent;
+  interceptors: { redirect: typeof Undici.interceptors.redirect };
+}
+
+let undici: Promise<UndiciParts> | undefined;
+/**
+ * undici, loaded once, when a dispatcher first sends: its Agent, the
+ * Dispatcher API (`request()`, as the package's index.js adds it) and the
+ * redirect interceptor, module by module. The package's index also loads
+ * fetch, WebSocket, the caches and the mocks (~5 MiB and ~100 ms more here).
+ */
+export const loadUndici = (): Promise<UndiciParts> =>
+  (undici ??= Promise.resolve().then(() => {
+    const require = createRequire(import.meta.url);
+    const Dispatcher = require('undici/lib/dispatcher/dispatcher.js') as typeof Undici.Dispatcher;
+    if (!('request' in Dispatcher.prototype)) Object.assign(Dispatcher.prototype, require('undici/lib/api/index.js'));
+    return {
+      Agent: require('undici/lib/dispatcher/agent.js') as typeof Undici.Agent,
+      interceptors: { redirect: require('undici/lib/interceptor/redirect.js') as typeof Undici.interceptors.redirect },
+    };
+  }));
 
 const MAX_REDIRECTIONS = 5;
 
