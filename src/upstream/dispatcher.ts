@@ -7,10 +7,11 @@
  * second credential, and it would hand our token to a third party).
  *
  * undici itself is loaded, and the Agent built, at the first request, not at
- * start: an idle daemon that has not asked an upstream anything does not
- * carry it (~2-3 MiB of RSS; that first request pays ~20-80 ms once;
- * docs/performance.md, Memory). `ca_file` is still read here, so an
- * unreadable one fails at start as before.
+ * import: a CLI command that asks no upstream never carries it (~2-3 MiB of
+ * RSS). The daemon's first request is its start-up warm-up (GET /v2/,
+ * UpstreamClient.warm), so a client's first pull does not pay the ~20-80 ms
+ * of loading it (docs/performance.md, Memory). `ca_file` is still read here,
+ * so an unreadable one fails at start as before.
  */
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
