@@ -15,6 +15,8 @@ import { Layout } from '../../src/store/layout.js';
 import { Index } from '../../src/store/index-db.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { ContentStore } from '../../src/cache/content-store.js';
+import { Mirror, type MirrorOptions } from '../../src/cache/mirror.js';
+import { Upstreams } from '../../src/cache/upstreams.js';
 import { sha256 } from '../../src/oci/digest.js';
 import { MEDIA_TYPES } from '../../src/oci/mediatypes.js';
 import { UpstreamError, type BlobAnswer, type ManifestAnswer, type RegistryClient, type RequestOptions } from '../../src/upstream/types.js';
@@ -209,4 +211,25 @@ export async function counterValue(metric: { get(): Promise<{ values: { value: n
   const { values } = await metric.get();
   const v = values.find((x) => Object.entries(labels).every(([k, val]) => x.labels[k] === val));
   return v?.value ?? 0;
+}
+
+/**
+ * A Mirror over a temp store and the given upstreams, with the settings the
+ * in-process tests share (tag_ttl 60 s, stale answers on, revalidation 3 s),
+ * drained at teardown. `extra` adds what a test needs besides (a site).
+ */
+export function testMirror(t: { teardown(fn: () => unknown): void }, fx: StoreFixture, upstreams: RegistryClient[], extra: Partial<MirrorOptions> = {}): Mirror {
+  const mirror = new Mirror({
+    store: fx.store,
+    refusals: fx.index.refusals,
+    upstreams: new Upstreams(upstreams),
+    metrics: fx.metrics,
+    logger,
+    tagTtlMs: 60_000,
+    serveStale: true,
+    revalidateTimeoutMs: 3_000,
+    ...extra,
+  });
+  t.teardown(() => mirror.drain(0));
+  return mirror;
 }

@@ -8,25 +8,14 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Mirror, type Target } from '../../src/cache/mirror.js';
-import { Upstreams } from '../../src/cache/upstreams.js';
+import type { Target } from '../../src/cache/mirror.js';
 import { renderError } from '../../src/oci/errors.js';
-import { FakeUpstream, logger, readAll, tempStore } from '../harness/cache-fakes.js';
+import { FakeUpstream, readAll, tempStore, testMirror } from '../harness/cache-fakes.js';
 
 async function setup(t: { teardown(fn: () => unknown): void }, opts: { maxBytes?: number } = {}) {
   const fx = await tempStore(t, opts);
   const up = new FakeUpstream('docker.io');
-  const mirror = new Mirror({
-    store: fx.store,
-    refusals: fx.index.refusals,
-    upstreams: new Upstreams([up]),
-    metrics: fx.metrics,
-    logger,
-    tagTtlMs: 60_000,
-    serveStale: true,
-    revalidateTimeoutMs: 3_000,
-  });
-  t.teardown(() => mirror.drain(0));
+  const mirror = testMirror(t, fx, [up]);
   const target: Target = { ns: null, name: 'library/a' };
   const get = async (digest: string) => {
     const h = await mirror.blob(target, digest, { head: false });

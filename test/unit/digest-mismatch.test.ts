@@ -7,13 +7,11 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { BlobCache } from '../../src/cache/blobs.js';
-import { Mirror } from '../../src/cache/mirror.js';
-import { Upstreams } from '../../src/cache/upstreams.js';
 import type { Site } from '../../src/cache/site.js';
 import { sha256 } from '../../src/oci/digest.js';
 import { MEDIA_TYPES } from '../../src/oci/mediatypes.js';
 import { UpstreamError, type BlobAnswer, type ManifestAnswer, type RegistryClient } from '../../src/upstream/types.js';
-import { FakeUpstream, counterValue, logger, readAll, tempStore } from '../harness/cache-fakes.js';
+import { FakeUpstream, counterValue, logger, readAll, tempStore, testMirror } from '../harness/cache-fakes.js';
 
 /** Serves `bytes` with one byte flipped, under whatever digest it is asked for. */
 class Flipper extends FakeUpstream {
@@ -85,18 +83,7 @@ t.test('manifests: an upstream\'s wrong bytes under "upstream", a peer\'s under 
   const fx = await tempStore(t);
   const up = new Flipper('docker.io', Buffer.alloc(0));
   const peer = new Flipper('127.0.0.2:5050', Buffer.alloc(0));
-  const mirror = new Mirror({
-    store: fx.store,
-    refusals: fx.index.refusals,
-    upstreams: new Upstreams([up]),
-    metrics: fx.metrics,
-    logger,
-    tagTtlMs: 60_000,
-    serveStale: true,
-    revalidateTimeoutMs: 3_000,
-    site: siteOf(peer),
-  });
-  t.teardown(() => mirror.drain(0));
+  const mirror = testMirror(t, fx, [up], { site: siteOf(peer) });
   const want = sha256(Buffer.from('a manifest nobody serves'));
   const target = { ns: null, name: 'library/a' };
   // The upstream's answer does not match: berth asks the site's peers (as when the upstream is away), whose does not either.

@@ -8,24 +8,13 @@
 import t from 'tap';
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Mirror, type Target } from '../../src/cache/mirror.js';
-import { Upstreams } from '../../src/cache/upstreams.js';
-import { FakeUpstream, logger, readAll, tempStore } from '../harness/cache-fakes.js';
+import type { Target } from '../../src/cache/mirror.js';
+import { FakeUpstream, readAll, tempStore, testMirror } from '../harness/cache-fakes.js';
 
 async function setup(t: { teardown(fn: () => unknown): void }) {
   const fx = await tempStore(t);
   const up = new FakeUpstream('docker.io');
-  const mirror = new Mirror({
-    store: fx.store,
-    refusals: fx.index.refusals,
-    upstreams: new Upstreams([up]),
-    metrics: fx.metrics,
-    logger,
-    tagTtlMs: 60_000,
-    serveStale: true,
-    revalidateTimeoutMs: 3_000,
-  });
-  t.teardown(() => mirror.drain(0));
+  const mirror = testMirror(t, fx, [up]);
   const target = (name: string): Target => ({ ns: null, name });
   /** A GET answered in full: the handle and the bytes the client got. */
   const get = async (name: string, digest: string) => {
