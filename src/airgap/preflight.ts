@@ -54,16 +54,11 @@ export function importNeeds(store: ContentStore, entries: ScannedEntry[]): Impor
 /** Bytes eviction may free now: unpinned, not busy, not in `keep`. */
 export function evictableBytes(store: ContentStore, keep: ReadonlySet<string>): number {
   let bytes = 0;
-  let cursor = { access: -1, digest: '' };
-  for (;;) {
-    const page = store.index.evictionCandidates(500, cursor.access, cursor.digest);
-    if (page.length === 0) return bytes;
-    for (const c of page) {
-      cursor = { access: c.last_access, digest: c.digest };
-      if (keep.has(c.digest) || (c.kind === 'blob' && store.isBusy(c.digest))) continue;
-      bytes += c.size;
-    }
+  for (const c of store.index.eachEvictionCandidate(500)) {
+    if (keep.has(c.digest) || (c.kind === 'blob' && store.isBusy(c.digest))) continue;
+    bytes += c.size;
   }
+  return bytes;
 }
 
 /** Free bytes on the filesystem holding `dir` for an unprivileged writer, or null when it cannot be told. */

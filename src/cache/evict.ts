@@ -85,17 +85,12 @@ export class Evictor {
   canFree(bytes: number, opts: { busyToo?: boolean } = {}): boolean {
     if (bytes <= 0) return true;
     let sum = 0;
-    let cursor = { access: -1, digest: '' };
-    for (;;) {
-      const page = this.index.evictionCandidates(200, cursor.access, cursor.digest);
-      if (page.length === 0) return false;
-      for (const c of page) {
-        cursor = { access: c.last_access, digest: c.digest };
-        if (!opts.busyToo && c.kind === 'blob' && this.opts.isBusy?.(c.digest)) continue;
-        sum += c.size;
-        if (sum >= bytes) return true;
-      }
+    for (const c of this.index.eachEvictionCandidate()) {
+      if (!opts.busyToo && c.kind === 'blob' && this.opts.isBusy?.(c.digest)) continue;
+      sum += c.size;
+      if (sum >= bytes) return true;
     }
+    return false;
   }
 
   evictTo(targetBytes: number): Promise<EvictionResult> {
@@ -116,26 +111,20 @@ export class Evictor {
     const before = this.index.totalBytes();
     let total = before;
     const result: EvictionResult = { before, after: before, evictedBlobs: 0, evictedManifests: 0, freedBytes: 0, shortBy: 0 };
-    let cursor = { access: -1, digest: '' };
-    while (total > target) {
-      const page = this.index.evictionCandidates(200, cursor.access, cursor.digest);
-      if (page.length === 0) break;
-      for (const c of page) {
-        cursor = { access: c.last_access, digest: c.digest };
-        if (total <= target) break;
-        if (c.kind === 'blob') {
-          if (this.opts.isBusy?.(c.digest)) continue;
-          this.index.deleteBlob(c.digest);
-          await this.files.remove(c.digest);
-          result.evictedBlobs++;
-          this.opts.metrics?.evictions.inc();
-        } else {
-          this.index.deleteManifest(c.digest);
-          result.evictedManifests++;
-        }
-        total -= c.size;
-        result.freedBytes += c.size;
+    for (const c of this.index.eachEvictionCandidate()) {
+      if (total <= target) break;
+      if (c.kind === 'blob') {
+        if (this.opts.isBusy?.(c.digest)) continue;
+        this.index.deleteBlob(c.digest);
+        await this.files.remove(c.digest);
+        result.evictedBlobs++;
+        this.opts.metrics?.evictions.inc();
+      } else {
+        this.index.deleteManifest(c.digest);
+        result.evictedManifests++;
       }
+      total -= c.size;
+      result.freedBytes += c.size;
     }
     result.after = this.index.totalBytes();
     result.shortBy = Math.max(0, result.after - target);

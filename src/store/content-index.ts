@@ -258,6 +258,24 @@ export class ContentIndex implements Deferred {
     return this.st.evictionCandidates.all(afterAccess, afterAccess, afterDigest, limit);
   }
 
+  /**
+   * Every eviction candidate, in the same order, read `pageSize` rows at a
+   * time as the caller goes on (rows deleted meanwhile do not disturb it).
+   */
+  *eachEvictionCandidate(pageSize = 200): Generator<EvictionCandidate> {
+    let access = -1;
+    let digest = '';
+    for (;;) {
+      const page = this.evictionCandidates(pageSize, access, digest);
+      if (page.length === 0) return;
+      for (const c of page) {
+        access = c.last_access;
+        digest = c.digest;
+        yield c;
+      }
+    }
+  }
+
   /** Records a use (at `at`, default now); written with the next batch. Access times never go backwards. */
   touch(digest: string, at: number = this.now()): void {
     const prev = this.pendingAccess.get(digest);
