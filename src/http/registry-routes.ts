@@ -14,7 +14,7 @@ import { contentRange, parseRange } from '../oci/range.js';
 import type { Mirror, Target } from '../cache/mirror.js';
 import type { BlobHandle } from '../cache/blobs.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { API_VERSION_HEADER } from './respond.js';
+import { API_VERSION_HEADER, JSON_CONTENT_TYPE } from './respond.js';
 import type { AppEnv } from './app.js';
 import type { AuditEntry } from '../store/index-db.js';
 import type { ZeroCopy } from './sendfile.js';
@@ -49,7 +49,8 @@ export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metric
     const target: Target = { ns: query.get('ns'), name: 'name' in route ? route.name : '', reqId: c.get('reqId'), credentials: basicCredentials(c.req.header('authorization')) };
     switch (route.kind) {
       case 'base':
-        return c.json({}, 200, API_VERSION_HEADER);
+        // As Distribution answers it; a HEAD gets the GET's headers, Content-Length included.
+        return new Response(head ? null : '{}', { status: 200, headers: { ...API_VERSION_HEADER, 'Content-Type': JSON_CONTENT_TYPE, 'Content-Length': '2' } });
       case 'manifest':
         return manifest(c, mirror, target, route, head, audit);
       case 'blob':
@@ -225,7 +226,7 @@ async function tags(c: Context<AppEnv>, mirror: Mirror, target: Target, query: U
     if (v !== null) q.set(key, v);
   }
   const r = await mirror.tags(target, q.toString());
-  const headers: Record<string, string> = { ...API_VERSION_HEADER, 'Content-Type': 'application/json' };
+  const headers: Record<string, string> = { ...API_VERSION_HEADER, 'Content-Type': JSON_CONTENT_TYPE };
   if (r.link) headers.Link = r.link;
   if (r.stale) headers.Warning = '299 - "berth: upstream unreachable; listing only the tags berth has seen"';
   return new Response(c.req.method === 'HEAD' ? null : bytes(r.body), { status: 200, headers });
