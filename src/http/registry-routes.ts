@@ -74,6 +74,24 @@ export function basicCredentials(header: string | undefined): { username: string
   return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
+/**
+ * Whether an If-None-Match header names the ETag berth gives `digest`
+ * (`"<digest>"`), or is `*`. Weak comparison, as RFC 9110 §13.1.2 asks for
+ * GET and HEAD; the bare digest is taken too, as Distribution takes it.
+ */
+export function noneMatch(header: string | undefined, digest: string): boolean {
+  if (!header || header.length > 8192) return false;
+  return header.split(',').some((raw) => {
+    const tag = raw.trim().replace(/^W\//, '');
+    return tag === '*' || tag === `"${digest}"` || tag === digest;
+  });
+}
+
+/** 304 for a conditional request whose ETag matched: no body, and none of the body's headers. */
+function notModified(digest: string, extra: Record<string, string> = {}): Response {
+  return new Response(null, { status: 304, headers: { ...API_VERSION_HEADER, ...extra, Etag: `"${digest}"` } });
+}
+
 const DECISION: Record<string, string> = { cache: 'cache', upstream: 'filled', stale: 'stale' };
 
 async function manifest(
@@ -119,11 +137,20 @@ async function manifest(
     Etag: `"${r.digest}"`,
   };
   if (r.warning) headers.Warning = r.warning;
+  if (noneMatch(c.req.header('if-none-match'), r.digest)) return notModified(r.digest, r.warning ? { Warning: r.warning } : {});
   return new Response(head || !r.body ? null : bytes(r.body), { status: 200, headers });
 }
 
 async function blob(c: Context<AppEnv>, mirror: Mirror, metrics: Metrics, target: Target, route: Extract<V2Route, { kind: 'blob' }>, head: boolean, zeroCopy: ZeroCopy | null): Promise<Response> {
-  const handle = await mirror.blob(target, route.digest, { head });
+  // The digest is the ETag: a match needs only to know the blob exists, as a HEAD does.
+  const unchanged = noneMatch(c.req.header('if-none-match'), route.digest);
+  const handle = await mirror.blob(target, route.digest, { head: head || unchanged });
+  if (unchanged) {
+    c.set('source', handle.source);
+    c.set('digest', handle.digest);
+    handle.release();
+    return notModified(handle.digest, { 'Docker-Content-Digest': handle.digest });
+  }
   return sendBlob(c, handle, head, (source, n) => metrics.served(source, n), zeroCopy);
 }
 
