@@ -11,7 +11,7 @@
 import { setFlagsFromString } from 'node:v8';
 import type { Logger } from 'pino';
 import { isDigest, sha256 } from '../oci/digest.js';
-import { DEFAULT_ACCEPT, baseMediaType } from '../oci/mediatypes.js';
+import { DEFAULT_ACCEPT, MEDIA_TYPES, acceptAllows, baseMediaType } from '../oci/mediatypes.js';
 import { Authenticator, type Password } from './auth.js';
 import { Circuit } from './circuit.js';
 import { createDispatcher } from './dispatcher.js';
@@ -69,6 +69,8 @@ setFlagsFromString('--liftoff-only');
 const MANIFEST_LIMIT = 4 * 1024 * 1024;
 /** Tag lists are paginated upstream; this only stops a runaway answer. */
 const TAGS_LIMIT = 16 * 1024 * 1024;
+/** Docker schema1 types: Distribution serves them only as a rewrite of a schema2 image. */
+const SCHEMA1: readonly string[] = [MEDIA_TYPES.dockerManifestV1Signed, MEDIA_TYPES.dockerManifestV1];
 
 /** Path-safe repository/reference: keeps `/` between name components and the `:` of a digest. */
 function encodePath(value: string): string {
@@ -141,7 +143,8 @@ class UpstreamClient implements RegistryClient {
   async #manifest(method: 'GET' | 'HEAD', repository: string, reference: string, ro?: RequestOptions): Promise<ManifestAnswer | null> {
     const url = this.#url(`/v2/${encodePath(repository)}/manifests/${encodePath(reference)}`, '', ro?.query);
     const what = `${method} manifest ${repository}${isDigest(reference) ? '@' : ':'}${reference}`;
-    const answer = await this.#exchange('manifest', method, url, pullScope(repository), { accept: ro?.accept || DEFAULT_ACCEPT }, ro);
+    const accept = ro?.accept || DEFAULT_ACCEPT;
+    const answer = await this.#exchange('manifest', method, url, pullScope(repository), { accept }, ro);
     if (answer.status === 404) {
       answer.discard();
       return null;
@@ -150,6 +153,13 @@ class UpstreamClient implements RegistryClient {
 
     const headerDigest = header(answer.headers, 'docker-content-digest')?.trim() || undefined;
     const mediaType = baseMediaType(header(answer.headers, 'content-type'));
+    if (SCHEMA1.includes(mediaType) && !acceptAllows(accept, mediaType)) {
+      // Distribution rewrites a schema2 image (or a list's linux/amd64 image) into a signed
+      // schema1 manifest for a tag asked for with an Accept that names no type the tag has.
+      // That is no stored manifest (its digest is not its bytes'): nothing of a type asked for.
+      answer.discard();
+      return null;
+    }
     if (method === 'HEAD') {
       answer.discard();
       const size = contentLength(answer.headers);

@@ -484,6 +484,19 @@ t.test('manifests: a body that does not match its digest is refused', async (t) 
   t.equal((await rejection(c.getManifest('r/m', digestOf(Buffer.from('x'))))).code, 'UPSTREAM_PROTOCOL');
 });
 
+t.test('manifests: a schema1 rewrite the Accept did not name is no manifest (Distribution rewrites schema2 for such a tag request)', async (t) => {
+  // What Distribution 2.8 sends: a signed schema1 body whose Docker-Content-Digest is its payload's, not its bytes'.
+  const signed = Buffer.from('{"schemaVersion":1,"signatures":[]}');
+  const rewriter = await serve(t, (req, res) => {
+    res.writeHead(200, { 'content-type': MEDIA_TYPES.dockerManifestV1Signed, 'docker-content-digest': digestOf(Buffer.from('payload')), 'content-length': signed.length });
+    res.end(req.method === 'HEAD' ? undefined : signed);
+  });
+  const c = client(t, rewriter.url);
+  t.equal(await c.getManifest('r/m', 'tag', { accept: MEDIA_TYPES.ociIndex }), null, 'GET: nothing of a type asked for');
+  t.equal(await c.headManifest('r/m', 'tag', { accept: `${MEDIA_TYPES.ociManifest}, ${MEDIA_TYPES.dockerManifestList}` }), null, 'HEAD: the same');
+  t.equal((await rejection(c.getManifest('r/m', 'tag', { accept: MEDIA_TYPES.dockerManifestV1Signed }))).code, 'UPSTREAM_PROTOCOL', 'asked for by name, it is checked like any manifest');
+});
+
 t.test('tags: query and Link passed through', async (t) => {
   const reg = await fakeRegistry(t, { auth: 'none' });
   const c = client(t, reg.url);
