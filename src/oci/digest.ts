@@ -11,7 +11,7 @@ export function isDigest(value: string): boolean {
   return SHA256_RE.test(value);
 }
 
-/** Any `algorithm:encoded` shape (so a valid-looking sha512 gets a clear "unsupported" answer). */
+/** Any `algorithm:encoded` shape (so a malformed digest gets a clear "unsupported or malformed" answer). */
 export function looksLikeDigest(value: string): boolean {
   return /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(value);
 }

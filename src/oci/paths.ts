@@ -43,8 +43,14 @@ function checkName(name: string): string {
   return name;
 }
 
-function checkDigest(value: string): string {
+/** Digests of the other algorithms Distribution knows (go-digest): well-formed, just never held here. */
+const OTHER_ALGORITHM_RE = /^(?:sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$/;
+
+function checkDigest(value: string, unknown: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN'): string {
   if (isDigest(value)) return value;
+  // Content berth cannot hold nor fetch (it stores by sha256): a miss, 404 as Distribution answers it,
+  // so containerd asks its next host rather than give up on a 400 (SPEC: a miss berth cannot fill is 404).
+  if (OTHER_ALGORITHM_RE.test(value)) throw new OciError(unknown, 'berth holds sha256 content only', { digest: value });
   if (looksLikeDigest(value)) throw new OciError('DIGEST_INVALID', 'unsupported digest algorithm or malformed digest', { digest: value.slice(0, 200) });
   throw new OciError('DIGEST_INVALID', 'invalid digest', { digest: value.slice(0, 200) });
 }
@@ -64,7 +70,7 @@ export function parseV2Path(pathname: string): V2Route {
     const name = checkName(m[1]!);
     const reference = m[2]!;
     // A tag has no ':', so a reference with one was meant as a digest: a malformed one is the client's error.
-    if (reference.includes(':')) return { kind: 'manifest', name, reference: checkDigest(reference), byDigest: true };
+    if (reference.includes(':')) return { kind: 'manifest', name, reference: checkDigest(reference, 'MANIFEST_UNKNOWN'), byDigest: true };
     // Anything else that is no tag names no manifest anywhere: 404, as Distribution answers and the
     // conformance suite expects ("HEAD/GET nonexistent manifest"), and no upstream need be asked.
     if (!isValidTag(reference)) throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown: the reference is neither a valid tag nor a digest');
@@ -73,7 +79,7 @@ export function parseV2Path(pathname: string): V2Route {
   m = /^(.+)\/blobs\/uploads(?:\/[^/]*)?$/.exec(rest);
   if (m) return { kind: 'upload', name: checkName(m[1]!) };
   m = /^(.+)\/blobs\/([^/]+)$/.exec(rest);
-  if (m) return { kind: 'blob', name: checkName(m[1]!), digest: checkDigest(m[2]!) };
+  if (m) return { kind: 'blob', name: checkName(m[1]!), digest: checkDigest(m[2]!, 'BLOB_UNKNOWN') };
   m = /^(.+)\/tags\/list$/.exec(rest);
   if (m) return { kind: 'tags', name: checkName(m[1]!) };
   throw new OciError('NOT_FOUND', 'not a registry path');

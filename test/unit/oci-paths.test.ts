@@ -35,11 +35,19 @@ t.test('bad names, tags and digests are 4xx OCI errors', async (t) => {
   t.equal(codeOf(() => parseV2Path(`/v2/${'a'.repeat(256)}/manifests/x`)), 'NAME_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/manifests/sha256:abc')), 'DIGEST_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/manifests/sha256:..%2f..%2fx')), 'DIGEST_INVALID');
-  t.equal(codeOf(() => parseV2Path('/v2/a/blobs/sha512:' + 'a'.repeat(128))), 'DIGEST_INVALID');
+  t.equal(codeOf(() => parseV2Path('/v2/a/blobs/sha512:' + 'a'.repeat(127))), 'DIGEST_INVALID');
+  t.equal(codeOf(() => parseV2Path('/v2/a/blobs/sha512:' + 'A'.repeat(128))), 'DIGEST_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/blobs/' + 'a'.repeat(64))), 'DIGEST_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/blobs/sha256:' + 'A'.repeat(64))), 'DIGEST_INVALID');
   t.equal(codeOf(() => parseV2Path('/v2/a/unknown/x')), 'NOT_FOUND');
   t.equal(codeOf(() => parseV2Path('/etc/passwd')), 'NOT_FOUND');
+});
+
+t.test('a well-formed sha512 or sha384 digest is content berth cannot hold: unknown (404, as Distribution answers), so containerd asks its next host', async (t) => {
+  for (const digest of ['sha512:' + 'a'.repeat(128), 'sha384:' + 'b'.repeat(96)]) {
+    t.equal(codeOf(() => parseV2Path(`/v2/a/blobs/${digest}`)), 'BLOB_UNKNOWN', digest);
+    t.equal(codeOf(() => parseV2Path(`/v2/a/manifests/${digest}`)), 'MANIFEST_UNKNOWN', digest);
+  }
 });
 
 t.test('a reference that is neither a tag nor a digest is an unknown manifest (404, as Distribution and the conformance suite expect)', async (t) => {
