@@ -128,7 +128,7 @@ export class ManifestCache {
 
   private async byDigest(req: ManifestRequest): Promise<ManifestResult> {
     const hit = this.fromCache(req.reference, req.head);
-    if (hit) return hit;
+    if (hit) return admitted(hit, req.accept);
     const { client, repository, reference } = req;
     const key = `d\0${client.registry}\0${repository}\0${reference}`;
     const { promise } = this.flights.run(key, async () => {
@@ -153,7 +153,8 @@ export class ManifestCache {
         throw this.refusalAware(client.registry, repository, reference, err);
       }
     });
-    const r = await promise;
+    // A shared exchange may have been started by a request with another Accept.
+    const r = admitted(await promise, req.accept);
     return req.head ? { digest: r.digest, mediaType: r.mediaType, size: r.size, source: r.source } : r;
   }
 
@@ -408,6 +409,20 @@ function headOf(row: TagRow, source: ManifestSource): ManifestResult {
 }
 
 /** Upstreams sometimes answer text/plain or application/json; the manifest's own field is better then. */
+/**
+ * Distribution answers 404 for an OCI manifest or index whose type an
+ * explicit Accept leaves out, by tag or by digest (Docker types it serves by
+ * digest whatever the Accept). A digest berth holds answers the same, so the
+ * answer does not depend on whether berth had it yet.
+ */
+function admitted<T extends { mediaType: string }>(r: T, accept: string | undefined): T {
+  const type = baseMediaType(r.mediaType);
+  if ((type === MEDIA_TYPES.ociManifest || type === MEDIA_TYPES.ociIndex) && !acceptAllows(accept, type)) {
+    throw new OciError('MANIFEST_UNKNOWN', `manifest unknown: it is an ${type}, which the Accept header does not name`);
+  }
+  return r;
+}
+
 function pickMediaType(contentType: string, body: Buffer): string {
   const ct = baseMediaType(contentType);
   if (ct && ct !== 'application/json' && ct !== 'text/plain' && ct !== 'application/octet-stream') return ct;

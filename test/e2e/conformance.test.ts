@@ -95,6 +95,8 @@ interface Case {
   /** The request target below the host, without `ns`. */
   target: string;
   headers?: Record<string, string>;
+  /** Sent to berth (not Distribution) before the case's cold request: berth then answers it from what it holds. */
+  prime?: { target: string; headers?: Record<string, string> };
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -131,7 +133,7 @@ const DELIBERATE: Deliberate[] = [
     why: 'Distribution rewrites the schema2 image (or the list\'s linux/amd64 image) into a signed schema1 manifest for a client that names no schema2 type; schema1 is no part of the OCI distribution spec, and SPEC.md: "the manifest or index is stored and returned verbatim with the upstream\'s media type, so digests never drift from upstream"',
   },
   {
-    cases: /^(GET|HEAD) (schema2 manifest by tag, Accept: (OCI index only|Docker manifest list only|OCI manifest only)|list manifest by tag, Accept: (OCI index only|OCI manifest only))$/,
+    cases: /^(GET|HEAD) (schema2 manifest by tag, Accept: (OCI index only|Docker manifest list only|OCI manifest only)|list manifest by tag, Accept: (OCI index only|OCI manifest only))(, after a pull with every type)?$/,
     distribution: { status: '200', 'content-type': SCHEMA1 },
     berth: { status: '404', ...error('MANIFEST_UNKNOWN') },
     why: 'the same schema1 rewrite, for an Accept that names neither the manifest\'s type nor schema1: berth has no manifest of a type the client takes, and answers as Distribution does for an OCI manifest the Accept leaves out (404 MANIFEST_UNKNOWN; SPEC.md: "A miss that berth cannot fill from any upstream is 404")',
@@ -279,6 +281,18 @@ t.test('berth answers the read API as Distribution does', async (t) => {
     }
   }
 
+  // The same narrow Accepts once berth holds the manifest (a pull with every type came first):
+  // berth answers from its index and cache, and must still answer as the upstream would.
+  for (const kind of Object.keys(seeds) as Array<keyof typeof seeds>) {
+    for (const acceptName of ['OCI index only', 'Docker manifest list only', 'Docker schema2 only', 'OCI manifest only']) {
+      for (const by of ['tag', 'digest'] as const) {
+        const v = await variant(kind);
+        const target = `/v2/${v.repo}/manifests/${by === 'tag' ? v.tag : v.digest}`;
+        cases.push({ name: `GET ${kind} manifest by ${by}, Accept: ${acceptName}, after a pull with every type`, method: 'GET', target, headers: { accept: ACCEPTS[acceptName]! }, prime: { target, headers: { accept: MANIFEST_ACCEPT } } });
+      }
+    }
+  }
+
   const smallDigest = small.manifestDigest;
   const unknownDigest = `sha256:${'0'.repeat(64)}`;
   const sha512 = `sha512:${'ab'.repeat(64)}`;
@@ -333,6 +347,21 @@ t.test('berth answers the read API as Distribution does', async (t) => {
       { name: `${method} blob, uppercase name`, method, target: `/v2/Library/small/blobs/${small.blobs[0]!.digest}` },
       { name: `${method} blob, known digest in another repository`, method, target: `/v2/library/multi/blobs/${small.blobs[0]!.digest}` },
     );
+    const elsewhere = await freshBlob(600);
+    cases.push({
+      name: `${method} blob, known digest in another repository, after a pull of it there`,
+      method,
+      target: `/v2/library/multi/blobs/${elsewhere.digest}`,
+      prime: { target: `/v2/${elsewhere.repo}/blobs/${elsewhere.digest}` },
+    });
+    const other = await variant('oci');
+    cases.push({
+      name: `${method} manifest by digest in another repository, after a pull of it there`,
+      method,
+      target: `/v2/library/multi/manifests/${other.digest}`,
+      headers: { accept: MANIFEST_ACCEPT },
+      prime: { target: `/v2/${other.repo}/manifests/${other.digest}`, headers: { accept: MANIFEST_ACCEPT } },
+    });
     const inm = await freshBlob(700);
     cases.push({ name: `${method} blob, If-None-Match its digest`, method, target: `/v2/${inm.repo}/blobs/${inm.digest}`, headers: { 'if-none-match': `"${inm.digest}"` } });
   }
@@ -390,7 +419,12 @@ t.test('berth answers the read API as Distribution does', async (t) => {
   for (const { mode, berth, ns } of modes) {
     for (const pass of ['cold', 'warm'] as const) {
       for (const c of cases) {
-        const target = ns === null ? c.target : `${c.target}${c.target.includes('?') ? '&' : '?'}ns=${encodeURIComponent(ns)}`;
+        const withNs = (target: string): string => (ns === null ? target : `${target}${target.includes('?') ? '&' : '?'}ns=${encodeURIComponent(ns)}`);
+        if (c.prime && pass === 'cold') {
+          const primed = await send(berth.url, withNs(c.prime.target), 'GET', c.prime.headers ?? {});
+          if (primed.status !== 200) differences.set(`${c.name}: priming ${c.prime.target} answered ${primed.status}`, [mode]);
+        }
+        const target = withNs(c.target);
         const got = fieldsOf(await send(berth.url, target, c.method, c.headers ?? {}), c.method);
         const want = expected.get(c)!;
         for (const f of FIELDS) {

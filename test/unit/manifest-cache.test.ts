@@ -240,6 +240,18 @@ t.test('a narrow Accept never moves the tag for everyone else', async (t) => {
   t.ok(index.content.getTag('docker.io', 'library/app', 'v1'), 'recorded from a broad one');
 });
 
+t.test('by digest from the cache, an OCI manifest an explicit Accept leaves out is unknown, as Distribution answers it', async (t) => {
+  const { up, req } = setup(t);
+  const d1 = up.set('v1', { n: 1 });
+  await req(d1);
+  await t.rejects(req(d1, { accept: MEDIA_TYPES.dockerManifest }), { code: 'MANIFEST_UNKNOWN', status: 404 }, 'schema2 only: 404');
+  await t.rejects(req(d1, { accept: MEDIA_TYPES.ociIndex, head: true }), { code: 'MANIFEST_UNKNOWN', status: 404 }, 'HEAD too');
+  t.equal((await req(d1, { accept: `${MEDIA_TYPES.ociManifest};q=0.5` })).digest, d1, 'named, with a q-value: served');
+  t.equal((await req(d1, { accept: '*/*' })).digest, d1, 'a wildcard: served');
+  t.equal((await req(d1)).digest, d1, 'no Accept: served');
+  t.same(up.calls, [`GET ${d1}`], 'all from the cache');
+});
+
 t.test('a revalidation that hangs: past revalidate_timeout the last known digest answers, and the upstream is asked once', async (t) => {
   const { up, req, clock, expire, metrics } = setup(t);
   const d1 = up.set('v1', { n: 1 });
