@@ -56,7 +56,7 @@ function send(base: string, target: string, method: string, headers: Record<stri
 }
 
 /** The fields compared, as strings ('' when absent). */
-const FIELDS = ['status', 'content-type', 'docker-content-digest', 'content-length', 'content-range', 'accept-ranges', 'error code', 'body'] as const;
+const FIELDS = ['status', 'content-type', 'docker-content-digest', 'content-length', 'content-range', 'accept-ranges', 'etag', 'link', 'docker-distribution-api-version', 'error code', 'body'] as const;
 type Field = (typeof FIELDS)[number];
 type Fields = Record<Field, string>;
 
@@ -84,6 +84,9 @@ function fieldsOf(a: Answer, method: string): Fields {
     'content-length': ok ? h('content-length') : '',
     'content-range': h('content-range'),
     'accept-ranges': ok ? h('accept-ranges') : '',
+    etag: ok ? h('etag') : '',
+    link: h('link'),
+    'docker-distribution-api-version': h('docker-distribution-api-version'),
     'error code': method === 'GET' ? errorCode(a) : '',
     body: a.cut ? `cut short after ${a.body.length} bytes` : ok && method === 'GET' ? `${a.body.length} bytes ${sha(a.body).slice(7, 19)}` : '',
   };
@@ -101,7 +104,7 @@ interface Case {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 const SCHEMA1 = 'application/vnd.docker.distribution.manifest.v1+prettyjws';
-const error = (code: string): Partial<Fields> => ({ 'content-type': JSON_TYPE, 'docker-content-digest': '', 'content-length': '', 'content-range': '', 'accept-ranges': '', 'error code': code, body: '' });
+const error = (code: string): Partial<Fields> => ({ 'content-type': JSON_TYPE, 'docker-content-digest': '', 'content-length': '', 'content-range': '', 'accept-ranges': '', etag: '', 'error code': code, body: '' });
 
 /**
  * Where berth answers otherwise on purpose, each with the rule it follows
@@ -336,6 +339,12 @@ t.test('berth answers the read API as Distribution does', async (t) => {
       if (method === 'HEAD' && range !== undefined && rangeName !== 'Range bytes=10-19') continue;
       const b = await freshBlob(1000);
       cases.push({ name: `${method} blob, ${rangeName}`, method, target: `/v2/${b.repo}/blobs/${b.digest}`, headers: range === undefined ? {} : { range } });
+    }
+    // A blob big enough to arrive in many pieces: a cold Range is then answered from a fill still running.
+    for (const [rangeName, range] of Object.entries({ 'no Range': undefined, 'Range bytes=2000000-2000099': 'bytes=2000000-2000099', 'Range bytes=-10': 'bytes=-10' })) {
+      if (method === 'HEAD' && range !== undefined) continue;
+      const big = await freshBlob(3 << 20);
+      cases.push({ name: `${method} 3 MiB blob, ${rangeName}`, method, target: `/v2/${big.repo}/blobs/${big.digest}`, headers: range === undefined ? {} : { range } });
     }
     const nested = await freshBlob(500, 'a/b/c');
     cases.push(
