@@ -4,27 +4,29 @@
  * Distribution 2.8 behind token auth (with a token, as a client sends it) and
  * to berth in front of it, and the answers are compared field by field:
  * status, Content-Type, Docker-Content-Digest, Content-Length, Content-Range,
- * Accept-Ranges, the OCI error code (not the message) and the body bytes.
+ * Accept-Ranges, ETag, Link, Docker-Distribution-API-Version, the OCI error
+ * code (not the message) and the body bytes.
  *
  * Every case is sent to berth twice, cold (its first time through berth) and
  * warm (the same request again), because berth answers the two from
  * different paths (upstream exchange and fill, index and cache file). Cases
  * that name an object get one of their own (a manifest variant with its own
  * digest and tag, a blob of its own), so a case's cold request is really the
- * first berth sees of that object. Three berths, one per way containerd
- * addresses a mirror: no `ns` (the first upstream), `?ns=docker.io`, and
- * `?ns=<the upstream's own host>`.
+ * first berth sees of that object (berth's request log shows where each
+ * answer came from); cases "after a pull with every type" have berth hold the
+ * object first. Three berths, one per way containerd addresses a mirror: no
+ * `ns` (the first upstream), `?ns=docker.io`, and `?ns=<the upstream's host>`.
  *
  * Where Distribution's answer is outside the OCI distribution spec or RFC 9110
- * (or SPEC.md says berth answers otherwise), the case says so in `deliberate`:
- * berth is held to the spec answer there, and Distribution's own answer is
- * asserted too, so the list stays true.
+ * (or SPEC.md says berth answers otherwise), `DELIBERATE` lists the cases with
+ * the rule berth follows: berth is held to that answer there, and
+ * Distribution's own answer is asserted too, so the list stays true.
  */
 import t from 'tap';
 import http from 'node:http';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { startTokenServer, type AccessEntry } from '../harness/token-server.js';
+import { startTokenServer } from '../harness/token-server.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage, readBlob, MT, MANIFEST_ACCEPT, type TestImage } from '../harness/images.js';
 import { startBerth, type Berth } from '../harness/berth.js';
@@ -208,7 +210,7 @@ t.test('berth answers the read API as Distribution does', async (t) => {
   await pushImage(small.layoutDir, 'v1', registry, 'a/b/c:v1', creds);
 
   const pullToken = (name: string): string => token.issue('pusher', name ? [{ type: 'repository', name, actions: ['pull'] }] : []);
-  const pushToken = (name: string): string => token.issue('pusher', [{ type: 'repository', name, actions: ['pull', 'push'] } as AccessEntry]);
+  const pushToken = (name: string): string => token.issue('pusher', [{ type: 'repository', name, actions: ['pull', 'push'] }]);
   const nameOf = (target: string): string => /^\/v2\/(.+?)\/(?:manifests|blobs|tags)\//.exec(target.split('?')[0]!)?.[1] ?? '';
 
   /** Puts `bytes` under `repo:tag` straight into the registry. */
@@ -425,16 +427,21 @@ t.test('berth answers the read API as Distribution does', async (t) => {
 
   // case: field: berth vs Distribution -> the modes and passes where berth answered so
   const differences = new Map<string, string[]>();
+  // Where berth's answers came from (its request log's `source`), to show the two passes took the two paths.
+  const paths: string[] = [];
   for (const { mode, berth, ns } of modes) {
+    const sent: Array<{ c: Case; pass: string; reqId: string }> = [];
     for (const pass of ['cold', 'warm'] as const) {
-      for (const c of cases) {
+      for (const [i, c] of cases.entries()) {
         const withNs = (target: string): string => (ns === null ? target : `${target}${target.includes('?') ? '&' : '?'}ns=${encodeURIComponent(ns)}`);
         if (c.prime && pass === 'cold') {
           const primed = await send(berth.url, withNs(c.prime.target), 'GET', c.prime.headers ?? {});
           if (primed.status !== 200) differences.set(`${c.name}: priming ${c.prime.target} answered ${primed.status}`, [mode]);
         }
         const target = withNs(c.target);
-        const got = fieldsOf(await send(berth.url, target, c.method, c.headers ?? {}), c.method);
+        const reqId = `conformance-${pass}-${i}`;
+        sent.push({ c, pass, reqId });
+        const got = fieldsOf(await send(berth.url, target, c.method, { ...c.headers, 'x-request-id': reqId }), c.method);
         const want = expected.get(c)!;
         for (const f of FIELDS) {
           if (got[f] === want[f]) continue;
@@ -443,6 +450,21 @@ t.test('berth answers the read API as Distribution does', async (t) => {
         }
       }
     }
+    // The first request for a target: from the upstream. A GET of a blob or a manifest by digest again:
+    // from the cache (a HEAD fills nothing, and a tag asked for with a narrow Accept goes upstream again:
+    // such a request never moves the tag for everyone else).
+    const seen = new Set<string>();
+    for (const { c, pass, reqId } of sent) {
+      const first = !seen.has(c.target);
+      seen.add(c.target);
+      if (c.prime || Number(expected.get(c)!.status) >= 300) continue;
+      if (pass === 'cold' && !first) continue;
+      if (pass === 'warm' && (c.method !== 'GET' || !/\/(blobs|manifests)\/sha256:/.test(c.target))) continue;
+      await berth.service.waitForOutput(new RegExp(`"reqId":"${reqId}"`), 10_000);
+      const source = berth.logs().find((l) => l.reqId === reqId && l.msg === 'request')?.source;
+      if ((pass === 'cold') !== (source !== 'cache')) paths.push(`${mode} ${pass}: ${c.name}: answered from ${String(source)}`);
+    }
   }
+  t.strictSame(paths, [], 'cold answers came from the upstream, warm ones (blobs, manifests by digest) from the cache');
   t.strictSame([...differences].map(([k, where]) => `${k} (${where.length === 6 ? 'every mode, cold and warm' : where.join('; ')})`), [], 'berth answers every case as Distribution does (or as the spec says, where listed)');
 });
