@@ -408,7 +408,6 @@ function headOf(row: TagRow, source: ManifestSource): ManifestResult {
   return { digest: row.digest, mediaType: row.media_type, size: row.size, source };
 }
 
-/** Upstreams sometimes answer text/plain or application/json; the manifest's own field is better then. */
 /**
  * Distribution answers 404 for an OCI manifest or index whose type an
  * explicit Accept leaves out, by tag or by digest (Docker types it serves by
@@ -423,6 +422,7 @@ function admitted<T extends { mediaType: string }>(r: T, accept: string | undefi
   return r;
 }
 
+/** Upstreams sometimes answer text/plain or application/json; the manifest's own field is better then. */
 function pickMediaType(contentType: string, body: Buffer): string {
   const ct = baseMediaType(contentType);
   if (ct && ct !== 'application/json' && ct !== 'text/plain' && ct !== 'application/octet-stream') return ct;
