@@ -44,7 +44,8 @@ export function plan(quick: boolean): Plan {
 
 export const NS = 'docker.io';
 export const TAG = 'v1';
-const EDGE = { user: 'edge', pass: 'edge-secret' };
+/** The upstream user both mirrors pull as. */
+export const EDGE = { user: 'edge', pass: 'edge-secret' };
 const PUSHER = 'pusher:push-secret';
 
 export interface BenchImage {

@@ -111,7 +111,7 @@ async function main(): Promise<number> {
     const ctx: Ctx = { env, plan: p, client, log, add: (row) => rows.push(finish(row)), note: (n) => notes.push(n) };
     // 5 restarts berth (cold pulls), so it runs before 4, whose berth then sits idle through 6.
     // 7 starts berths of its own (a site with peers, and one without); 8 runs the CLI alone.
-    const measures: Measure[] = [warmBlob, coldFill, coalescing, ctrPull(scope), manifests, startup(scope), idleAfterLoad, site(scope), airgap(scope)];
+    const measures: Measure[] = [warmBlob, coldFill(scope), coalescing, ctrPull(scope), manifests, startup(scope), idleAfterLoad, site(scope), airgap(scope)];
     for (const m of measures) {
       if (scope.closed) break;
       if (args.only && !args.only.has(m.id)) continue;
