@@ -1,5 +1,5 @@
 /**
- * The bench's own arithmetic (bench/floor.ts, bench/uplink.ts): the CPU
+ * The bench's own arithmetic (bench/floor.ts, bench/uplink.ts, measure 1's turns): the CPU
  * bound measure 2 reports beside the 0.8x target, and the uplink's pacing,
  * which must hold its rate although timers fire late.
  */
@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { hashBound, hashCpu, registryBlobFile } from '../../bench/floor.js';
+import { turns } from '../../bench/measures/warm-blob.js';
 import { pace } from '../../bench/uplink.js';
 
 t.test('hashBound: the direct download\'s CPU over that plus the hash', async (t) => {
@@ -63,4 +64,23 @@ t.test('pace: an idle link earns at most the slack as a burst', async (t) => {
   const chunkMs = ((64 * 1024) / rate) * 1000;
   t.equal(pace(0, 10_000, 64 * 1024, rate, 5), 10_000 - 5 + chunkMs, 'idle for 10 s: starts 5 ms back, no more');
   t.equal(pace(10_020, 10_000, 64 * 1024, rate, 5), 10_020 + chunkMs, 'a busy link queues the chunk after the others');
+});
+
+t.test('turns: measure 1 rotates the servers\' order from run to run', async (t) => {
+  const s = ['nginx', 'node', 'berth', 'proxy', 'upstream'];
+  t.same(turns(s, 0), s, 'run 1: the list as it is');
+  t.same(turns(s, 1), ['node', 'berth', 'proxy', 'upstream', 'nginx']);
+  t.same(turns(s, 5), s, 'wraps round');
+  const places = new Map(s.map((x) => [x, new Set<number>()]));
+  const after = new Map(s.map((x) => [x, new Set<string>()]));
+  for (let run = 0; run < s.length; run++) {
+    const o = turns(s, run);
+    t.same([...o].sort(), [...s].sort(), `run ${run + 1} has every server once`);
+    o.forEach((x, i) => {
+      places.get(x)!.add(i);
+      if (i > 0) after.get(x)!.add(o[i - 1]!);
+    });
+  }
+  for (const x of s) t.equal(places.get(x)!.size, s.length, `${x} has every place once in ${s.length} runs`);
+  t.ok(after.get('proxy')!.size > 0 && turns(s, 2)[0] === 'berth', 'in run 3 berth goes first, nothing before it');
 });
