@@ -136,13 +136,13 @@ export function coldFill(scope: Scope): Measure {
       ctx.add({ ...first, peer: { name: upstream, value: summarize(loop.ttfb.direct) }, target: { on: 'excess', op: '<=', value: 50 } });
       ctx.add({ ...first, peer: { name: proxy, value: summarize(loop.ttfb.proxy) } });
       const firstLink = { measure: '2 cold fill', what: `${onLink}: time to first byte`, unit: 'ms', better: 'lower', berth: summarize(link.ttfb.berth) } as const;
-      ctx.add({ ...firstLink, peer: { name: `${upstream}, through the uplink`, value: summarize(link.ttfb.direct) }, target: { on: 'excess', op: '<=', value: 50 } });
+      ctx.add({ ...firstLink, peer: { name: `${upstream}, through the uplink`, value: summarize(link.ttfb.direct) } });
       ctx.add({ ...firstLink, peer: { name: `${proxy}, through the uplink`, value: summarize(link.ttfb.proxy) } });
       const c = { measure: '2 cold fill', what: `${what}, loopback: CPU per GiB served`, unit: 'CPU-s/GiB', better: 'lower', berth: summarize(loop.cpu.berth) } as const;
       ctx.add({ ...c, peer: { name: proxy, value: summarize(loop.cpu.proxy) } });
       ctx.add({ ...c, peer: { name: 'the upstream, serving it directly', value: summarize(loop.cpu.direct) } });
       ctx.note(
-        `Cold fill (2), uplink: a second berth and a second Distribution proxy reach the upstream only through bench/uplink.ts (measure 7's TCP proxy) paced to ${LINK / MiB} MiB/s for the upstream's bytes; the direct row is the bench client's GET through the same uplink (the limiter's rate with the client alone). Their tokens come from the auth server directly (a small request).`,
+        `Cold fill (2), uplink: a second berth and a second Distribution proxy reach the upstream only through bench/uplink.ts (measure 7's TCP proxy) paced to ${LINK / MiB} MiB/s for the upstream's bytes; the direct row is the bench client's GET through the same uplink (the limiter's rate with the client alone). Their tokens come from the auth server directly (a small request). The first-byte target (the upstream's + 50 ms) is held on the loopback row; on the uplink rows a fresh berth's 401, token and GET each cross the bench's own uplink process, which the direct GET (token in hand) does not, so those rows compare and carry no target.`,
       );
       ctx.note(
         'Cold fill (2), the CPU floor on loopback: the bench client\'s own CPU per GiB downloading straight from the upstream (process.cpuUsage of the bench process around the GET), the upstream\'s (its /proc CPU, as in the row below), and SHA-256 of the blob\'s file from the page cache in the bench process (node:crypto, 64 KiB updates, process.cpuUsage around the updates only). If the cores are the limit, time goes with CPU: no mirror that hashes every byte can beat (client + upstream) ÷ (client + upstream + hash) of the direct download; receiving and sending the bytes costs a mirror more, so the real bound is lower still. It holds as far as the cores are the limit: the row says how many of them the direct GET kept busy (CPU-s/GiB x GiB/s; the bench client is one thread, other work on the machine takes the rest).',
