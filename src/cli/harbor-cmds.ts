@@ -2,6 +2,7 @@ import type { Command } from './command.js';
 import { EXIT, UsageError, out, err } from './command.js';
 import { COMMON_FLAGS, configFrom, parse, withRuntime } from './common.js';
 import { parseDuration } from '../config/units.js';
+import { auditImage } from '../store/audit.js';
 
 export const syncCommand: Command = {
   name: 'sync',
@@ -71,7 +72,8 @@ most 200 000 requests.
 
 Options:
   --since D       a duration back from now ("24h", "7d") or a date (default 24h)
-  --limit N       at most N entries (default 1000)
+  --limit N       the newest N entries of the period (default 1000); stderr
+                  says how many older ones were not listed
   --json          machine-readable output
   --config FILE   configuration file
   -h, --help      show this help
@@ -84,6 +86,9 @@ Options:
     if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit takes a whole number above 0');
     return withRuntime(config, values.verbose === true, async (rt) => {
       const rows = rt.index.audit.since(since, limit);
+      // The newest `limit` entries are listed; say so when older ones in the period were left out.
+      const left = rows.length < limit ? 0 : rt.index.audit.count(since) - rows.length;
+      if (left > 0) err(`${left} older ${left === 1 ? 'entry' : 'entries'} in that period not listed (--limit ${limit}; narrow --since or raise --limit)`);
       if (values.json) {
         out(JSON.stringify(rows.map((r) => ({ ...r, at: new Date(r.at).toISOString() })), null, 2));
         return EXIT.ok;
@@ -91,7 +96,7 @@ Options:
       for (const r of rows) {
         const who = [r.client, r.username ? `user=${r.username}` : null].filter(Boolean).join(' ');
         const digest = r.digest ? ` ${r.digest.slice(0, 19)}` : '';
-        out(`${new Date(r.at).toISOString()}  ${r.decision.padEnd(12)} ${r.method.padEnd(4)} ${r.registry}/${r.repository}:${r.reference}${digest}  ${who}${r.reason ? `  ${r.reason}` : ''}`);
+        out(`${new Date(r.at).toISOString()}  ${r.decision.padEnd(12)} ${r.method.padEnd(4)} ${auditImage(r)}${digest}  ${who}${r.reason ? `  ${r.reason}` : ''}`);
       }
       if (rows.length === 0) out('no manifest requests recorded in that period');
       return EXIT.ok;

@@ -4,6 +4,7 @@ import { COMMON_FLAGS, ConfigError, configFrom, parse, withRuntime } from './com
 import { formatDuration, formatSize } from '../config/units.js';
 import type { Runtime } from '../runtime.js';
 import { describeSkew, listSite, probePeers, siteKeyOrError, type PeerProbe } from '../host/peer-checks.js';
+import { auditImage } from '../store/audit.js';
 
 export interface StatusReport {
   daemon: { url: string; running: boolean };
@@ -111,7 +112,7 @@ export async function buildStatus(rt: Runtime): Promise<StatusReport> {
         .since(Date.now() - 86_400_000, 100_000)
         .filter((r) => r.decision === 'refused')
         .slice(-5)
-        .map((r) => ({ at: new Date(r.at).toISOString(), image: `${r.registry}/${r.repository}:${r.reference}`, reason: r.reason })),
+        .map((r) => ({ at: new Date(r.at).toISOString(), image: auditImage(r), reason: r.reason })),
     },
     peers: await peers,
   };

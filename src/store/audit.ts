@@ -21,6 +21,11 @@ export interface AuditEntry {
   username: string | null;
 }
 
+/** The image an entry names: `registry/repository:tag`, or `registry/repository@digest`. */
+export function auditImage(e: Pick<AuditEntry, 'registry' | 'repository' | 'reference'>): string {
+  return `${e.registry}/${e.repository}${e.reference.includes(':') ? '@' : ':'}${e.reference}`;
+}
+
 /** The newest entries kept in memory while the disk refuses writes. */
 const BACKLOG = 10_000;
 
@@ -30,6 +35,7 @@ export class AuditLog implements Deferred {
   private readonly st: {
     insert: Statement<[AuditEntry]>;
     since: Statement<[number, number], AuditEntry & { id: number }>;
+    count: Statement<[number], { n: number }>;
     summary: Statement<[number], { decision: string; n: number }>;
     pruneAge: Statement<[number]>;
     pruneCount: Statement<[number]>;
@@ -41,7 +47,8 @@ export class AuditLog implements Deferred {
       insert: db.prepare(
         'INSERT INTO audit (at, registry, repository, reference, digest, method, decision, reason, client, username) VALUES (@at, @registry, @repository, @reference, @digest, @method, @decision, @reason, @client, @username)',
       ),
-      since: db.prepare('SELECT * FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?'),
+      since: db.prepare('SELECT * FROM (SELECT * FROM audit WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?) ORDER BY at, id'),
+      count: db.prepare('SELECT COUNT(*) AS n FROM audit WHERE at >= ?'),
       summary: db.prepare('SELECT decision, COUNT(*) AS n FROM audit WHERE at >= ? GROUP BY decision ORDER BY decision'),
       pruneAge: db.prepare('DELETE FROM audit WHERE at < ?'),
       pruneCount: db.prepare('DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)'),
@@ -74,9 +81,14 @@ export class AuditLog implements Deferred {
     };
   }
 
-  /** The audit record since `since` (epoch ms), oldest first, at most `limit` rows. */
+  /** The newest `limit` entries of the audit record since `since` (epoch ms), listed oldest first. */
   since(since: number, limit: number): (AuditEntry & { id: number })[] {
     return this.st.since.all(since, limit);
+  }
+
+  /** How many entries the record holds since `since` (epoch ms). */
+  count(since: number): number {
+    return this.st.count.get(since)?.n ?? 0;
   }
 
   summary(since: number): { decision: string; n: number }[] {

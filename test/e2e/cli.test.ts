@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { BERTH_BIN, startBerth } from '../harness/berth.js';
 import { freePort, run, tempDirFor } from '../harness/procs.js';
 import { berthServiceLinks } from '../harness/service-links.js';
+import { Index } from '../../src/store/index-db.js';
 
 const COMMANDS = ['serve', 'config', 'prefetch', 'export', 'import', 'inventory', 'keygen', 'status', 'verify', 'gc', 'unpin', 'sync', 'audit', 'configure', 'doctor'];
 
@@ -84,6 +85,44 @@ t.test('Kubernetes service-link variables: warned about and ignored; a bad value
   const bad = await berth(['serve', '--config', file], { ...links, BERTH_CACHE_MAX_SIZE: 'banana' });
   t.equal(bad.code, 2, 'a bad value for a real key: exit 2');
   t.match(bad.stderr, /environment BERTH_CACHE_MAX_SIZE: cache\.max_size: "banana" is not a size/, 'naming the variable and the key');
+});
+
+// SPEC "Audit": `berth audit [--since D] [--json]` lists the record. With more entries in the period than --limit,
+// it once listed the oldest ones and dropped the newest without a word: the requests an operator looks for.
+t.test('audit: --since picks the period, --limit keeps the newest and says what it left out, --json', async (t) => {
+  const dir = await tempDirFor(t, 'berth-cli-audit');
+  const cache = path.join(dir, 'cache');
+  fs.mkdirSync(cache);
+  const file = path.join(dir, 'berth.toml');
+  fs.writeFileSync(file, `[cache]\ndir = "${cache}"\n`);
+  const now = Date.now();
+  const digest = `sha256:${'d'.repeat(64)}`;
+  const entry = (at: number, reference: string) => ({ at, registry: 'docker.io', repository: 'library/app', reference, digest, method: 'GET', decision: 'cache', reason: null, client: '127.0.0.1', username: null });
+  const index = new Index(path.join(cache, 'index.db'));
+  for (let i = 0; i < 3; i++) index.audit.record(entry(now - 3 * 86_400_000 + i, `old${i}`));
+  for (let i = 0; i < 5; i++) index.audit.record(entry(now - 3_600_000 + i * 1000, `new${i}`));
+  index.audit.record({ ...entry(now - 60_000, digest), username: 'robot$ci' });
+  index.flush();
+  index.close();
+
+  const refs = (stdout: string) => (JSON.parse(stdout) as { reference: string }[]).map((e) => e.reference);
+  const day = await berth(['audit', '--config', file, '--json']);
+  t.equal(day.code, 0);
+  t.same(refs(day.stdout), ['new0', 'new1', 'new2', 'new3', 'new4', digest], 'default: the last 24h, oldest first');
+  const week = await berth(['audit', '--config', file, '--json', '--since', '7d']);
+  t.same(refs(week.stdout).length, 9, '--since 7d: all of them');
+  const date = await berth(['audit', '--config', file, '--json', '--since', new Date(now - 2 * 86_400_000).toISOString()]);
+  t.same(refs(date.stdout).length, 6, '--since a date');
+  const limited = await berth(['audit', '--config', file, '--json', '--since', '7d', '--limit', '2']);
+  t.equal(limited.code, 0);
+  t.same(refs(limited.stdout), ['new4', digest], '--limit 2: the two newest, oldest first');
+  t.match(limited.stderr, /7 older entries .*not listed/, 'and says how many it left out');
+  const text = await berth(['audit', '--config', file, '--since', '7d']);
+  t.match(text.stdout, /cache\s+GET\s+docker\.io\/library\/app:new4 sha256:d+/, 'a line per entry in text');
+  t.match(text.stdout, new RegExp(`docker\\.io/library/app@${digest}\\s.*user=robot\\$ci`), 'a digest reference is written repo@digest, with the user name');
+  t.equal(text.stderr, '', 'nothing left out, nothing said');
+  const none = await berth(['audit', '--config', file, '--since', '1s']);
+  t.match(none.stdout, /no manifest requests recorded/);
 });
 
 // Config loading once read every password_file, so `berth status` failed (exit 2) for anyone who could not
