@@ -121,3 +121,20 @@ t.test('a publish a crash interrupted is completed at start-up', async (t) => {
   t.equal(idx.content.recoverPublishes((d) => files.sizeOnDisk(d)), 0, 'and the journal is empty after');
   idx.close();
 });
+
+// SPEC "Audit": the record is bounded by age and count (the daemon prunes to 30 days and 200 000 entries).
+t.test('the audit record is pruned by age and by count, newest kept', async (t) => {
+  const index = new Index(path.join(tmp(t), 'index.db'));
+  t.teardown(() => index.close());
+  const now = Date.now();
+  const entry = (at: number, reference: string) => ({ at, registry: 'docker.io', repository: 'library/app', reference, digest: null, method: 'GET', decision: 'cache', reason: null, client: null, username: null });
+  for (let i = 0; i < 3; i++) index.audit.record(entry(now - 40 * 86_400_000 + i, `ancient${i}`));
+  for (let i = 0; i < 10; i++) index.audit.record(entry(now - 1000 * (10 - i), `recent${i}`));
+  index.flush();
+  t.equal(index.audit.count(0), 13);
+  t.equal(index.audit.prune(now - 30 * 86_400_000, 100), 3, 'older than the age bound: gone');
+  t.same(index.audit.since(0, 100).map((e) => e.reference), Array.from({ length: 10 }, (_, i) => `recent${i}`));
+  t.equal(index.audit.prune(now - 30 * 86_400_000, 4), 6, 'over the count bound: the oldest go');
+  t.same(index.audit.since(0, 100).map((e) => e.reference), ['recent6', 'recent7', 'recent8', 'recent9']);
+  t.equal(index.audit.prune(now - 30 * 86_400_000, 4), 0, 'within both bounds: nothing more');
+});
