@@ -35,6 +35,19 @@ export function sample(text: string, name: string, labels: Record<string, string
   return undefined;
 }
 
+/** The sum of every sample of `name` whose labels include `labels`. */
+function total(text: string, name: string, labels: Record<string, string> = {}): number {
+  let n = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const got: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) got[l[1]!] = l[2]!;
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) n += Number(m[3]);
+  }
+  return n;
+}
+
 t.test('store, upstream and policy gauges, and the metrics listener', async (t) => {
   const work = await tempDirFor(t, 'berth-metrics-gauges');
   const registry = await startRegistry(t);
@@ -117,6 +130,33 @@ t.test('store, upstream and policy gauges, and the metrics listener', async (t) 
     t.ok(last >= before && last <= Date.now() / 1000, `last success ${last} is during the pull`);
     t.equal(sample(text, 'berth_upstream_up', { upstream: 'dead.example' }), 0, 'the unreachable one is down');
     t.equal(sample(text, 'berth_upstream_last_success_timestamp_seconds', { upstream: 'dead.example' }), undefined, 'and never answered');
+  });
+
+  // SPEC "Ops endpoints": requests, hits/misses, bytes served by source and bytes saved, upstream latency,
+  // errors per registry, cache bytes and blobs. The dashboard test reads most of these through PromQL;
+  // here each is held to the pull that made it.
+  await t.test('after a cold and a warm pull: requests, hits and misses, bytes by source, upstream latency and errors, cache bytes and blobs', async (t) => {
+    const bytes = img.blobs.reduce((n, b) => n + b.size, 0);
+    for (const b of img.blobs) {
+      const r = await get(`library/app/blobs/${b.digest}`);
+      t.equal(r.status, 200);
+      await r.arrayBuffer();
+    }
+    const text = await scrape();
+    t.ok(total(text, 'berth_http_requests_total', { method: 'GET', code: '200' }) >= 2 * img.blobs.length + 1, 'every answer is counted');
+    t.ok(total(text, 'berth_http_request_duration_seconds_count') >= 2 * img.blobs.length + 1, 'and timed');
+    t.equal(total(text, 'berth_cache_requests_total', { kind: 'blob', result: 'miss' }), img.blobs.length, 'the cold pull: one miss per blob');
+    t.equal(total(text, 'berth_cache_requests_total', { kind: 'blob', result: 'hit' }), img.blobs.length, 'the warm pull: one hit per blob');
+    t.equal(sample(text, 'berth_served_bytes_total', { source: 'upstream' }), bytes, 'bytes served from the upstream');
+    t.equal(sample(text, 'berth_served_bytes_total', { source: 'cache' }), bytes, 'bytes saved: served from the cache');
+    t.equal(sample(text, 'berth_upstream_bytes_total', { upstream: 'docker.io' }), bytes, 'each blob crossed the WAN once');
+    t.ok(total(text, 'berth_upstream_requests_total', { upstream: 'docker.io' }) >= img.blobs.length + 1, 'upstream requests per registry');
+    t.ok(total(text, 'berth_upstream_request_duration_seconds_count', { upstream: 'docker.io' }) >= img.blobs.length + 1, 'upstream latency per registry');
+    const deadErrors = text.split('\n').filter((l) => l.startsWith('berth_upstream_requests_total{') && l.includes('upstream="dead.example"'));
+    t.ok(deadErrors.length > 0 && total(text, 'berth_upstream_requests_total', { upstream: 'dead.example' }) > 0, `the unreachable registry's errors are counted (${deadErrors.join('; ')})`);
+    t.equal(sample(text, 'berth_cache_blobs'), img.blobs.length, 'cache blobs');
+    t.equal(sample(text, 'berth_cache_size_bytes'), bytes, 'cache bytes');
+    t.equal(sample(text, 'berth_cache_manifests'), 1);
   });
 
   await t.test('pins: how many and the bytes they keep', async (t) => {
