@@ -861,3 +861,32 @@ t.test('the site key is a secret: read where used, checked by serve, never shown
   }
   t.match(redactedConfig(c), { peers: { key: '<redacted>', keyFile: join(dir, 'later.key'), listen: '10.0.0.11:5051' } });
 });
+
+// SPEC "Configuration": every key, its default and its BERTH_* override. docs/configuration.md is the
+// reference: each section has a table with a row per key, whose default is the built-in one.
+t.test('docs/configuration.md has a row for every key with its built-in default, and config/berth.toml shows every key', async (t) => {
+  const { TABLE_SECTIONS, LIST_SECTIONS } = await import('../../src/config/schema.js');
+  const doc = readFileSync(join(REPO, 'docs/configuration.md'), 'utf8');
+  const example = readFileSync(EXAMPLE, 'utf8');
+  const defaults: Record<string, Record<string, unknown>> = {
+    ...(DEFAULTS as unknown as Record<string, Record<string, unknown>>),
+    upstream: DEFAULTS.upstreamKeys,
+    prefetch: {},
+  };
+  for (const [section, keys] of Object.entries({ ...TABLE_SECTIONS, ...LIST_SECTIONS })) {
+    const list = Object.hasOwn(LIST_SECTIONS, section);
+    const heading = list ? `[[${section}]]` : `[${section}]`;
+    const part = doc.split(/^## /m).find((p) => p.split('\n')[0]!.includes(`\`${heading}\``));
+    t.ok(part, `docs/configuration.md has a section for ${heading}`);
+    for (const key of Object.keys(keys)) {
+      t.match(example, new RegExp(`^#?\\s*${key} = `, 'm'), `config/berth.toml shows ${section}.${key}`);
+      const row = (part ?? '').split('\n').find((l) => new RegExp(`^\\| [^|]*\`${key}\``).test(l));
+      t.ok(row, `docs/configuration.md has a row for ${section}.${key}`);
+      const d = defaults[section]?.[key];
+      if (row && (typeof d === 'string' || typeof d === 'boolean')) {
+        t.ok(row.split('|')[2]!.includes(`\`${typeof d === 'string' ? `"${d}"` : d}\``), `its default is ${JSON.stringify(d)}: ${row.split('|')[2]!.trim()}`);
+      }
+    }
+    if (!list) t.match(part ?? '', `BERTH_${section.toUpperCase()}_<KEY>`, `${heading}: its BERTH_* overrides are named`);
+  }
+});
