@@ -34,6 +34,22 @@ t.test('every command answers --help', async (t) => {
   t.match((await berth(['--version'])).stdout, /^\d+\.\d+\.\d+/);
 });
 
+// docs/commands.md is the command reference: every flag a command's --help lists is in its row.
+t.test('docs/commands.md names every command and every flag its --help lists', async (t) => {
+  const doc = fs.readFileSync(path.join(path.dirname(BERTH_BIN), '../../docs/commands.md'), 'utf8');
+  for (const c of COMMANDS) {
+    const row = doc.split('\n').find((l) => l.startsWith(`| \`${c}`));
+    t.ok(row, `${c} has a row`);
+    const help = (await berth(c === 'configure' ? ['configure', 'containerd', '--help'] : [c, '--help'])).stdout;
+    const options = help.slice(help.indexOf('Options:'));
+    for (const m of options.matchAll(/^\s+(?:(-[a-z]), )?(--[a-z][a-z-]*)/gm)) {
+      const [, short, long] = m;
+      if (['--help', '--config', '--json', '--verbose', '--quiet'].includes(long!)) continue;
+      t.ok(row?.includes(long!) || (short !== undefined && row?.includes(`${short} `)), `${c} ${long}: in its row`);
+    }
+  }
+});
+
 t.test('bad config values exit 2 naming the key and the file; serve starts nothing', async (t) => {
   const dir = await tempDirFor(t, 'berth-cli');
   const cache = path.join(dir, 'cache');
