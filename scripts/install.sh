@@ -61,7 +61,10 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
-if [ -n "$ROOT" ]; then ROOT="$(cd "$ROOT" && pwd)"; fi
+if [ -n "$ROOT" ]; then
+  [ -d "$ROOT" ] || die "--root $ROOT: no such directory (stage into an existing one: mkdir -p it first)"
+  ROOT="$(cd "$ROOT" && pwd)"
+fi
 
 NODE="$(command -v node || true)"
 [ -n "$NODE" ] || die "node not found on PATH: install Node.js >= 20.18 system-wide"

@@ -44,7 +44,10 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
-if [ -n "$ROOT" ]; then ROOT="$(cd "$ROOT" && pwd)"; fi
+if [ -n "$ROOT" ]; then
+  [ -d "$ROOT" ] || die "--root $ROOT: no such directory (stage into an existing one: mkdir -p it first)"
+  ROOT="$(cd "$ROOT" && pwd)"
+fi
 if [ -z "$ROOT" ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then die "run as root (sudo)"; fi
 
 SYSTEMD=0

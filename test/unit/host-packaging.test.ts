@@ -43,6 +43,16 @@ t.test('the scripts parse', async (t) => {
   for (const s of ['snap/hooks/configure', 'snap/local/berth-wrapper']) t.equal((await run('sh', ['-n', path.join(REPO, s)])).code, 0, s);
 });
 
+t.test('a --root that does not exist is refused by name, not by a shell error', async (t) => {
+  const missing = path.join(tempDir(t, 'berth-install-'), 'no/such/root');
+  for (const s of ['scripts/install.sh', 'scripts/uninstall.sh']) {
+    const res = await run('bash', [path.join(REPO, s), '--root', missing], { env: cleanEnv() });
+    t.equal(res.code, 1, `${s}: exit 1`);
+    t.match(res.stderr, new RegExp(`^${path.basename(s)}: --root ${missing}: no such directory`, 'm'), `${s}: says so (${res.stderr.trim()})`);
+    t.notOk(fs.existsSync(missing), `${s}: creates nothing`);
+  }
+});
+
 t.test('install.sh into a root with MicroK8s, then uninstall.sh puts everything back', async (t) => {
   t.ok(fs.existsSync(path.join(REPO, 'dist/cli/main.js')), 'dist/ is built (npm run build)');
   const root = tempDir(t, 'berth-install-');
