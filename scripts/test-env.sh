@@ -10,6 +10,7 @@
 # Usage: scripts/test-env.sh [--no-containerd]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -f test/env/start.ts ] || { echo "test-env.sh: runs from a checkout (test/ is not in the package)" >&2; exit 1; }
 [ -f dist/cli/main.js ] || { echo "test-env.sh: dist/ is not built: run npm ci (or npm run build) first" >&2; exit 1; }
 for c in docker-registry skopeo; do
   command -v "$c" >/dev/null 2>&1 || { echo "test-env.sh: $c not found: run scripts/install-test-deps.sh" >&2; exit 1; }
