@@ -13,6 +13,18 @@ export class UsageError extends Error {
   readonly code = 'USAGE';
 }
 
+/**
+ * Output into a pipe whose reader went away (`berth audit | head`): stop quietly with 0, as the
+ * reader has what it wanted, instead of dying on an unhandled EPIPE with a stack trace. Any other
+ * failure to write stdout is said in one line, exit 1.
+ */
+export function quietOnClosedPipe(): void {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') process.stderr.write(`berth: cannot write the output: ${e.message}\n`);
+    process.exit(e.code === 'EPIPE' ? EXIT.ok : EXIT.failure);
+  });
+}
+
 export function out(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : text + '\n');
 }

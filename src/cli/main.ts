@@ -4,7 +4,7 @@
  * config (with the offending key named).
  */
 import { createRequire } from 'node:module';
-import { EXIT, UsageError, err, out, type Command } from './command.js';
+import { EXIT, UsageError, err, out, quietOnClosedPipe, type Command } from './command.js';
 import { ConfigError } from './common.js';
 // Each command's module is imported when that command runs: `berth serve` does
 // not carry the other commands' code (idle RSS, docs/performance.md). In the
@@ -51,6 +51,8 @@ async function usage(): Promise<string> {
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  // Not the daemon: its stdout is the log, and a lost log reader must not stop it with 0.
+  if (name !== 'serve' || rest.includes('--help') || rest.includes('-h')) quietOnClosedPipe();
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     out(await usage());
     return name === undefined ? EXIT.usage : EXIT.ok;

@@ -6,6 +6,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import http from 'node:http';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { BERTH_BIN, startBerth } from '../harness/berth.js';
@@ -47,6 +48,24 @@ t.test('docs/commands.md names every command and every flag its --help lists', a
       if (['--help', '--config', '--json', '--verbose', '--quiet'].includes(long!)) continue;
       t.ok(row?.includes(long!) || (short !== undefined && row?.includes(`${short} `)), `${c} ${long}: in its row`);
     }
+  }
+});
+
+// `berth status | head -3` and the like: a reader that goes away once it has enough once made the
+// command die on EPIPE with "Unhandled 'error' event" and a stack trace on the operator's terminal.
+t.test('output into a pipe whose reader went away: a quiet exit, no stack trace', async (t) => {
+  const dir = await tempDirFor(t, 'berth-cli-epipe');
+  const file = path.join(dir, 'berth.toml');
+  fs.writeFileSync(file, `[cache]\ndir = "${path.join(dir, 'cache')}"\n`);
+  for (const args of [['--help'], ['config', '--config', file], ['status', '--config', file, '--json']]) {
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BERTH_')));
+    const child = spawn(process.execPath, [BERTH_BIN, ...args], { env: clean, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    t.equal(code, 0, `${args.join(' ')}: exit 0`);
+    t.notMatch(stderr, /EPIPE|Unhandled|\n\s+at /, `${args.join(' ')}: nothing on stderr about it (${stderr.trim().split('\n')[0] ?? ''})`);
   }
 });
 
