@@ -9,10 +9,11 @@
  *     peers.members=10.0.0.11:5051,10.0.0.12:5051,10.0.0.13:5051
  *
  * Snap option names allow no underscores, so `max-size` is berth's `max_size`.
- * `peers.members` and `peers.dns-servers` are a JSON list or one
- * comma-separated string, as BERTH_PEERS_MEMBERS takes it.
- * `upstream.<name>.*` are the [[upstream]] entries, in name order (snapd
- * hands options over sorted); none set: berth's built-in docker.io. The cache
+ * A list key (`peers.members`, `harbor.projects`, `airgap.trust`, …) is a JSON
+ * list or one comma-separated string, as its BERTH_* variable takes it.
+ * `upstream.<name>.*` are the [[upstream]] entries and `prefetch.<name>.*`
+ * the [[prefetch]] ones, in name order (snapd hands options over sorted); no
+ * upstream set: berth's built-in docker.io. The cache
  * lives under $SNAP_COMMON (not copied on refresh: it can be many GB) unless
  * cache.dir says otherwise. The result is validated exactly as `berth serve`
  * will load it; an invalid one exits non-zero, which makes snapd roll the
@@ -23,11 +24,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'smol-toml';
 import { ConfigError, loadConfig } from '../config/load.js';
+import { LIST_SECTIONS, TABLE_SECTIONS } from '../config/schema.js';
 
 type Table = Record<string, unknown>;
 
 /** The option groups read with `snapctl get -d`. */
-export const SNAP_SECTIONS = ['server', 'cache', 'log', 'harbor', 'upstream', 'peers'] as const;
+export const SNAP_SECTIONS = ['server', 'cache', 'log', 'harbor', 'upstream', 'peers', 'prefetch', 'airgap'] as const;
 
 const isTable = (v: unknown): v is Table => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -41,42 +43,46 @@ function tomlKeys(t: Table): Table {
   return out;
 }
 
-export class SnapConfigError extends Error {}
-
-/** Settings as `snapctl get -d` prints them -> berth.toml text. */
-export function snapSettingsToToml(settings: Table, snapCommon: string): string {
-  const doc: Table = {};
-  for (const section of ['server', 'cache', 'log', 'harbor', 'peers'] as const) {
-    const v = settings[section];
-    if (v === undefined || v === '' || v === null) continue;
-    if (!isTable(v)) throw new SnapConfigError(`${section} must be a group of options (snap set berth ${section}.<key>=<value>)`);
-    const t = tomlKeys(v);
-    if (Object.keys(t).length > 0) doc[section] = t;
-  }
-  const peers = doc.peers as Table | undefined;
-  // Lists may also come as one comma-separated string, as in BERTH_PEERS_*.
-  for (const key of ['members', 'dns_servers']) {
-    const v = peers?.[key];
-    if (peers && typeof v === 'string') {
-      peers[key] = v
+/** A list key given as one string (`harbor.projects=a,b`) is comma-separated, as BERTH_* takes it. */
+function lists(t: Table, kinds: Readonly<Record<string, string>>): Table {
+  for (const [k, v] of Object.entries(t)) {
+    if (kinds[k] === 'list' && typeof v === 'string') {
+      t[k] = v
         .split(',')
         .map((m) => m.trim())
         .filter((m) => m !== '');
     }
   }
+  return t;
+}
+
+export class SnapConfigError extends Error {}
+
+/** Settings as `snapctl get -d` prints them -> berth.toml text. */
+export function snapSettingsToToml(settings: Table, snapCommon: string): string {
+  const doc: Table = {};
+  for (const section of ['server', 'cache', 'log', 'harbor', 'peers', 'airgap'] as const) {
+    const v = settings[section];
+    if (v === undefined || v === '' || v === null) continue;
+    if (!isTable(v)) throw new SnapConfigError(`${section} must be a group of options (snap set berth ${section}.<key>=<value>)`);
+    const t = lists(tomlKeys(v), TABLE_SECTIONS[section]);
+    if (Object.keys(t).length > 0) doc[section] = t;
+  }
   const cache = (doc.cache as Table | undefined) ?? {};
   if (cache.dir === undefined) cache.dir = path.join(snapCommon, 'cache');
   doc.cache = cache;
 
-  const ups = settings.upstream;
-  if (ups !== undefined && ups !== '' && ups !== null) {
-    if (!isTable(ups)) throw new SnapConfigError('upstream must be named groups: snap set berth upstream.<name>.registry=… upstream.<name>.url=…');
-    doc.upstream = Object.keys(ups)
+  for (const section of ['upstream', 'prefetch'] as const) {
+    const groups = settings[section];
+    if (groups === undefined || groups === '' || groups === null) continue;
+    const example = section === 'upstream' ? 'upstream.<name>.registry=… upstream.<name>.url=…' : 'prefetch.<name>.image=… prefetch.<name>.platforms=…';
+    if (!isTable(groups)) throw new SnapConfigError(`${section} must be named groups: snap set berth ${example}`);
+    doc[section] = Object.keys(groups)
       .sort()
       .map((name) => {
-        const entry = ups[name];
-        if (!isTable(entry)) throw new SnapConfigError(`upstream.${name} must be a group: upstream.${name}.registry=… upstream.${name}.url=…`);
-        return tomlKeys(entry);
+        const entry = groups[name];
+        if (!isTable(entry)) throw new SnapConfigError(`${section}.${name} must be a group: ${example.replaceAll('<name>', name)}`);
+        return lists(tomlKeys(entry), LIST_SECTIONS[section]);
       });
   }
   return '# Written by the berth snap\'s configure hook from `snap set berth …`; edits here are overwritten.\n\n' + stringify(doc);

@@ -125,7 +125,7 @@ t.test("snap configure hook with a fake snapctl", async (t) => {
   fs.writeFileSync(settings, '{"server": "", "cache": "", "log": "", "harbor": "", "upstream": "", "peers": ""}');
   let res = await hook();
   t.equal(res.code, 0, res.stderr);
-  t.same(callLines(), ['get -d server cache log harbor upstream peers'], 'install: options read, no restart (snapd starts the daemon next)');
+  t.same(callLines(), ['get -d server cache log harbor upstream peers prefetch airgap'], 'install: options read, no restart (snapd starts the daemon next)');
   let config = loadConfig({ file, env: {} });
   t.equal(config.cache.dir, path.join(common, 'cache'), 'the cache lives under $SNAP_COMMON');
   t.same(config.upstreams.map((u) => u.registry), ['docker.io'], 'no upstream options: the built-in docker.io');

@@ -47,3 +47,34 @@ t.test('no peers options: no [peers] section; a bad value is named in snap spell
   t.throws(() => snapSettingsToToml({ peers: 'x' }, '/common'), { message: /peers must be a group of options \(snap set berth peers.<key>=<value>\)/ });
   t.throws(() => load(t, snapSettingsToToml({ peers: { listen: '10.0.0.11:5051', 'key-file': '/k', members: ['10.0.0.11:5051'], 'clock-window': 'soon' } }, '/common')), { message: /peers\.clock_window: "soon" is not a duration/ });
 });
+
+// SPEC "On the node": the snap takes its config through `snap set`. [[prefetch]] (SPEC "Configuration")
+// and [airgap] trust had no snap options, and a list key given as one string (harbor.projects=a,b)
+// was refused as "expected a list" except for peers.members and peers.dns-servers.
+t.test('prefetch.<name>.*, airgap.trust, and every list key as one comma-separated string', async (t) => {
+  for (const s of ['prefetch', 'airgap']) t.ok((SNAP_SECTIONS as readonly string[]).includes(s), `the hook reads ${s}.*`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-snap-keys-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const pub = path.join(dir, 'exporter.pub');
+  const pass = path.join(dir, 'harbor.password');
+  fs.writeFileSync(pub, 'public key\n');
+  fs.writeFileSync(pass, 'secret\n');
+  const text = snapSettingsToToml(
+    {
+      prefetch: { web: { image: 'docker.io/library/nginx:1.27', platforms: 'linux/amd64, linux/arm64' }, cache: { image: 'docker.io/library/redis:7' } },
+      airgap: { trust: pub },
+      harbor: { url: 'https://harbor.example.com', username: 'robot$edge', 'password-file': pass, projects: 'edge, dockerhub-proxy', 'prefetch-labels': 'edge-site' },
+    },
+    '/common',
+  );
+  const config = load(t, text);
+  t.same(
+    config.prefetch.map((p) => p.image),
+    ['docker.io/library/redis:7', 'docker.io/library/nginx:1.27'],
+    'in name order, as snapd hands them over',
+  );
+  t.same(config.prefetch[1]?.platforms, ['linux/amd64', 'linux/arm64']);
+  t.same(config.airgap.trust, [pub]);
+  t.match(config.harbor, { projects: ['edge', 'dockerhub-proxy'], prefetchLabels: ['edge-site'] });
+  t.throws(() => snapSettingsToToml({ prefetch: 'x' }, '/common'), { message: /prefetch must be named groups/ });
+});
