@@ -22,6 +22,7 @@ import { schedulePrefetch } from './cache/prefetch.js';
 import { hostPlatform, parsePlatform } from './oci/platform.js';
 import { watchDaemon } from './metrics/watch.js';
 import { startMetricsListener } from './metrics/listener.js';
+import { memoryTrim } from './memory.js';
 
 /** How long start-up waits on the upstream warm-up before it says it is serving (it goes on in the background). */
 const WARM_WAIT_MS = 500;
@@ -82,6 +83,12 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     s.once('error', reject);
   });
   answerClientErrors(server as http.Server);
+  // Memory start-up and bursts leave behind goes back once they are over (src/memory.ts); registry requests mark activity.
+  const trimmer = memoryTrim({ logger, busy: () => mirror.fillsInFlight > 0 });
+  const touch = (req: http.IncomingMessage): void => {
+    if (req.url?.startsWith('/v2/')) trimmer.touch();
+  };
+  server.on('request', touch);
   const certWatch = tlsFiles ? watchCertificate(server as https.Server, tlsFiles, logger) : null;
   if (tlsFiles) logger.info({ certificate: describeCert(fs.readFileSync(tlsFiles.certFile)) }, 'serving HTTPS');
   // The peer listener: the node's own address, for the site's other berths only (signed requests).
@@ -98,6 +105,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       s.once('error', reject);
     });
     answerClientErrors(peerServer as http.Server);
+    peerServer.on('request', touch);
     if (peerTls) peerCertWatch = watchCertificate(peerServer as https.Server, peerTls, logger);
     logger.info({ listen: peersConfig.listen, tls: peerTls !== null, members: rt.site.members() }, 'listening for site peers');
   }
@@ -108,8 +116,11 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const url = `${tlsFiles ? 'https' : 'http'}://${host}:${addr.port}`;
   // Already answering: each upstream learns its auth scheme and opens a socket now, so the first pull
   // pays no 401 round trip, connect or parser compile. An upstream slow to answer does not hold the log line.
-  await Promise.race([rt.upstreams.warm(), delay(WARM_WAIT_MS, undefined, { ref: false })]);
+  const warming = rt.upstreams.warm();
+  await Promise.race([warming, delay(WARM_WAIT_MS, undefined, { ref: false })]);
   logger.info({ url, cacheDir: layout.root, upstreams: config.upstreams.map((u) => u.registry) }, 'berth is serving');
+  // Start-up is over once the warm-up is: one memory-reducing GC and malloc_trim (~5 MiB of idle RSS).
+  void warming.then(() => setImmediate(() => stopping ?? trimmer.now('start-up')));
   // Over max_size already (max_size lowered, or a cache carried over): trim in the background.
   rt.store.scheduleEviction(0);
   const configured = config.prefetch.map((p) => ({ image: p.image, platforms: p.platforms.length > 0 ? p.platforms.map(parsePlatform) : [hostPlatform()] }));
@@ -129,6 +140,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     stopping ??= (async () => {
       logger.info({ fills: mirror.fillsInFlight, drainMs }, 'stopping: draining transfers');
       prefetch.stop();
+      trimmer.stop();
       clearInterval(auditTimer);
       certWatch?.stop();
       peerCertWatch?.stop();

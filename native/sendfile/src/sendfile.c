@@ -12,10 +12,18 @@
  * and waits for room with poll(2) on that dup, leaving libuv's epoll alone.
  * cancel() shuts the socket down, which wakes the thread at once. The dup is
  * closed on the main thread when the callback runs; the file fd is the caller's.
+ *
+ * trim() gives back memory a burst of work left behind: a memory-reducing full
+ * GC (V8's low-memory notification, memory.cc), then the malloc heap's free
+ * pages to the kernel (glibc's malloc_trim(0); skipped where the C library has
+ * none). It returns whether malloc_trim released anything. It blocks the main
+ * thread for tens of milliseconds: berth calls it once start-up is over and
+ * when the daemon goes idle after work, never per request (docs/performance.md).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <node_api.h>
 #include <poll.h>
 #include <pthread.h>
@@ -235,10 +243,25 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+void berth_low_memory_notification(void); /* memory.cc */
+
+static napi_value trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  berth_low_memory_notification();
+  int released = 0;
+#ifdef __GLIBC__
+  released = malloc_trim(0);
+#endif
+  napi_value result;
+  CHECK(napi_get_boolean(env, released != 0, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
       {"cancel", NULL, cancel, NULL, NULL, NULL, napi_default, NULL},
+      {"trim", NULL, trim, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
