@@ -38,6 +38,8 @@ export interface MemoryTrim {
   now(reason: string): boolean;
   /** One registry request seen (O(1): the idle timer compares counts). */
   touch(): void;
+  /** What the idle timer runs: trims when requests came before the last look and none since. */
+  check(): void;
   /** Stops the idle timer. */
   stop(): void;
 }
@@ -87,20 +89,22 @@ export function memoryTrim(opts: MemoryTrimOptions): MemoryTrim {
     return true;
   };
 
+  const check = (): void => {
+    if (requests !== seen) {
+      seen = requests; // requests came in this window: not idle yet
+    } else if (requests !== trimmedAt && !busy()) {
+      now('idle');
+    }
+  };
   let timer: NodeJS.Timeout | null = null;
   if (trim) {
-    timer = setInterval(() => {
-      if (requests !== seen) {
-        seen = requests; // requests came in this window: not idle yet
-      } else if (requests !== trimmedAt && !busy()) {
-        now('idle');
-      }
-    }, opts.checkMs ?? IDLE_CHECK_MS);
+    timer = setInterval(check, opts.checkMs ?? IDLE_CHECK_MS);
     timer.unref();
   }
 
   return {
     now,
+    check,
     touch() {
       requests++;
     },
