@@ -120,7 +120,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   await Promise.race([warming, delay(WARM_WAIT_MS, undefined, { ref: false })]);
   logger.info({ url, cacheDir: layout.root, upstreams: config.upstreams.map((u) => u.registry) }, 'berth is serving');
   // Start-up is over once the warm-up is: one memory-reducing GC and malloc_trim (~5 MiB of idle RSS).
-  void warming.then(() => setImmediate(() => stopping ?? trimmer.now('start-up')));
+  void warming.then(async () => {
+    if (!stopping) await trimmer.afterStartup();
+  });
   // Over max_size already (max_size lowered, or a cache carried over): trim in the background.
   rt.store.scheduleEviction(0);
   const configured = config.prefetch.map((p) => ({ image: p.image, platforms: p.platforms.length > 0 ? p.platforms.map(parsePlatform) : [hostPlatform()] }));

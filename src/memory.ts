@@ -5,8 +5,8 @@
  * gc() does not) and then glibc's malloc_trim(0), both through the optional
  * berth-sendfile addon's trim(). Without the addon nothing is trimmed.
  *
- * Once when start-up is over (the listener up, the upstream warm-up done),
- * and once each time the daemon goes idle after registry requests: an unref'd
+ * Once when start-up is over (the listener up, the upstream warm-up done,
+ * then STARTUP_QUIET_MS without a registry request), and once each time the daemon goes idle after registry requests: an unref'd
  * timer looks every IDLE_CHECK_MS whether one came since its last look, and
  * trims after a whole window without any (and no fill running). Probes and
  * scrapes (/healthz, /readyz, /metrics) do not count: they come all the time
@@ -18,6 +18,13 @@ import type { Logger } from 'pino';
 
 /** How often the idle timer looks for requests; a trim comes one to two windows after the last one. */
 export const IDLE_CHECK_MS = 15_000;
+/**
+ * The start-up trim waits this long without a registry request. Traffic right after a start
+ * (a restart under load) would pay for it: the memory-reducing GC drops the optimizing
+ * compiler's work in flight and the heap has to grow again (the first seconds of the manifest
+ * load measured ~2x slower); then the idle timer trims after that burst instead.
+ */
+export const STARTUP_QUIET_MS = 500;
 
 /** The addon's trim(): returns whether malloc_trim released memory. */
 export type TrimFn = () => boolean;
@@ -36,6 +43,11 @@ export function loadTrim(): { trim: TrimFn | null; reason: string } {
 export interface MemoryTrim {
   /** Trims now and logs it; false when there is no trim(). */
   now(reason: string): boolean;
+  /**
+   * Start-up is over: trims after quietMs without a registry request or a fill (true), or
+   * leaves it to the idle timer (false).
+   */
+  afterStartup(quietMs?: number): Promise<boolean>;
   /** One registry request seen (O(1): the idle timer compares counts). */
   touch(): void;
   /** What the idle timer runs: trims when requests came before the last look and none since. */
@@ -69,10 +81,16 @@ export function memoryTrim(opts: MemoryTrimOptions): MemoryTrim {
   let requests = 0;
   let seen = 0;
   let trimmedAt = 0;
+  // Start-up left memory that no trim has given back yet.
+  let pending = false;
+  let timer: NodeJS.Timeout | null = null;
+  let startupTimer: NodeJS.Timeout | null = null;
+  let settleStartup: ((trimmed: boolean) => void) | null = null;
 
   const now = (reason: string): boolean => {
     if (!trim) return false;
     trimmedAt = requests;
+    pending = false;
     const before = process.memoryUsage.rss();
     const t0 = performance.now();
     let released: boolean;
@@ -92,11 +110,23 @@ export function memoryTrim(opts: MemoryTrimOptions): MemoryTrim {
   const check = (): void => {
     if (requests !== seen) {
       seen = requests; // requests came in this window: not idle yet
-    } else if (requests !== trimmedAt && !busy()) {
+    } else if ((pending || requests !== trimmedAt) && !busy()) {
       now('idle');
     }
   };
-  let timer: NodeJS.Timeout | null = null;
+  const afterStartup = (quietMs = STARTUP_QUIET_MS): Promise<boolean> => {
+    if (!trim) return Promise.resolve(false);
+    pending = true;
+    const at = requests;
+    return new Promise((resolve) => {
+      settleStartup = resolve;
+      startupTimer = setTimeout(() => {
+        startupTimer = null;
+        settleStartup = null;
+        resolve(requests === at && !busy() && now('start-up'));
+      }, quietMs);
+    });
+  };
   if (trim) {
     timer = setInterval(check, opts.checkMs ?? IDLE_CHECK_MS);
     timer.unref();
@@ -104,11 +134,16 @@ export function memoryTrim(opts: MemoryTrimOptions): MemoryTrim {
 
   return {
     now,
+    afterStartup,
     check,
     touch() {
       requests++;
     },
     stop() {
+      if (startupTimer) clearTimeout(startupTimer);
+      settleStartup?.(false);
+      startupTimer = null;
+      settleStartup = null;
       if (timer) clearInterval(timer);
       timer = null;
     },

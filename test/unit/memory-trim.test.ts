@@ -39,6 +39,45 @@ t.test('now() trims once and logs it with the reason and RSS', async (t) => {
   t.match(line, { reason: 'start-up', mallocReleased: true, rssBeforeMiB: Number, rssAfterMiB: Number, ms: Number });
 });
 
+t.test('the start-up trim waits for a quiet moment; traffic right after a start leaves it to the idle timer', async (t) => {
+  const { logger, lines } = capture();
+  const m = memoryTrim({ logger, trim: () => true, checkMs: HOUR });
+  t.teardown(() => m.stop());
+  t.equal(await m.afterStartup(10), true, 'no request during the quiet time: trimmed');
+  t.same(trims(lines), ['start-up']);
+  m.check();
+  m.check();
+  t.same(trims(lines), ['start-up'], 'and the idle timer has nothing to add');
+
+  const busy = capture();
+  const n = memoryTrim({ logger: busy.logger, trim: () => true, checkMs: HOUR });
+  t.teardown(() => n.stop());
+  const decided = n.afterStartup(10);
+  n.touch();
+  t.equal(await decided, false, 'a registry request during the quiet time: not now');
+  t.same(trims(busy.lines), []);
+  n.check();
+  n.check();
+  t.same(trims(busy.lines), ['idle'], 'the idle timer trims after that burst');
+
+  const fills = capture();
+  let filling = true;
+  const f = memoryTrim({ logger: fills.logger, trim: () => true, busy: () => filling, checkMs: HOUR });
+  t.teardown(() => f.stop());
+  t.equal(await f.afterStartup(10), false, 'a fill running (a prefetch): not now');
+  f.check();
+  t.same(trims(fills.lines), [], 'nor while it runs');
+  filling = false;
+  f.check();
+  t.same(trims(fills.lines), ['idle'], 'start-up is trimmed once the fill is done, with no request at all');
+
+  const stopped = capture();
+  const s = memoryTrim({ logger: stopped.logger, trim: () => true, checkMs: HOUR });
+  const pendingTrim = s.afterStartup(10);
+  s.stop();
+  t.equal(await pendingTrim, false, 'a daemon stopping before the quiet time is over is not trimmed');
+});
+
 t.test('the idle trim comes after a burst, once, and waits for fills', async (t) => {
   const { logger, lines } = capture();
   let busy = false;
