@@ -19,10 +19,9 @@ import type { Logger } from 'pino';
 /** How often the idle timer looks for requests; a trim comes one to two windows after the last one. */
 export const IDLE_CHECK_MS = 15_000;
 /**
- * The start-up trim waits this long without a registry request. Traffic right after a start
- * (a restart under load) would pay for it: the memory-reducing GC drops the optimizing
- * compiler's work in flight and the heap has to grow again (the first seconds of the manifest
- * load measured ~2x slower); then the idle timer trims after that burst instead.
+ * The start-up trim waits this long without a registry request: traffic right after a start
+ * (a restart under load) should not take a ~40 ms pause and a shrunken heap while it warms up
+ * (docs/performance.md, Memory); the idle timer trims after that burst instead.
  */
 export const STARTUP_QUIET_MS = 500;
 
