@@ -6,12 +6,14 @@
  * berth-sendfile addon's trim(). Without the addon nothing is trimmed.
  *
  * Once when start-up is over (the listener up, the upstream warm-up done,
- * then STARTUP_QUIET_MS without a registry request), and once each time the daemon goes idle after registry requests: an unref'd
- * timer looks every IDLE_CHECK_MS whether one came since its last look, and
- * trims after a whole window without any (and no fill running). Probes and
- * scrapes (/healthz, /readyz, /metrics) do not count: they come all the time
- * and leave little. A request costs one counter increment; a trim blocks the main thread for tens of
- * milliseconds, so it never runs per request (docs/performance.md, Memory).
+ * then STARTUP_QUIET_MS without a registry request), and once each time the
+ * daemon goes idle after registry requests: an unref'd timer looks every
+ * IDLE_CHECK_MS whether one came since its last look, and trims after a whole
+ * window without any (and no fill running). Probes and scrapes (/healthz,
+ * /readyz, /metrics) do not count: they come all the time and leave little.
+ * A request costs one counter increment; a trim blocks the main thread for
+ * tens of milliseconds, so it never runs per request (docs/performance.md,
+ * Memory).
  */
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
