@@ -93,18 +93,25 @@ t.test('site peers under faults', async (t) => {
     const layer = img.manifests[0]!.layers[0]!;
     const expected = await readBlob(img.layoutDir, layer);
 
-    const peers = await peerAddresses(3);
-    const [a, b, c] = peers as [string, string, string];
     // Node B reaches node A only through a proxy that flips one byte of every blob body.
     // B ranks members by the names it knows them by, so the proxy must own this layer in B's eyes.
+    // Each try draws B's and C's addresses afresh too: with them fixed, a B or C that happened to
+    // rank high for this layer left every proxy port behind it (a failure in about 2/(tries+2) runs);
+    // fresh draws make each try an even 1-in-3 chance.
     let flipper: FaultProxy | undefined;
-    for (let i = 0; i < 30 && !flipper; i++) {
-      const p = await startFaultProxy(t, { target: `http://${a}`, host: '127.0.0.4' });
-      const order = rankMembers(layer, [p.host, b, c]);
-      if (order[0] === p.host) flipper = p;
-      else await p.close();
+    let peers: string[] = [];
+    for (let i = 0; i < 40 && !flipper; i++) {
+      const drawn = await peerAddresses(3);
+      const p = await startFaultProxy(t, { target: `http://${drawn[0]}`, host: '127.0.0.4' });
+      if (rankMembers(layer, [p.host, drawn[1]!, drawn[2]!])[0] === p.host) {
+        flipper = p;
+        peers = drawn;
+      } else {
+        await p.close();
+      }
     }
     if (!flipper) throw new Error('no proxy port ranks before node B');
+    const [a, b, c] = peers as [string, string, string];
     const flips = flipper.addRule({ method: 'GET', path: /\/blobs\//, fault: { kind: 'flip', offset: 1000 } });
     const proxyB = await startFaultProxy(t, { target: registry.url });
     const [, nodeB] = (await startSite(t, {
