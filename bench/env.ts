@@ -36,6 +36,14 @@ export interface Plan {
   siteLayerSize: number;
 }
 
+/** Stops a Distribution, empties its storage and starts it again on the same port: a cold proxy. */
+export async function wipeRegistry(r: Registry): Promise<void> {
+  await r.stop();
+  await rm(r.dataDir, { recursive: true, force: true });
+  await mkdir(r.dataDir, { recursive: true });
+  await r.start();
+}
+
 export function plan(quick: boolean): Plan {
   return quick
     ? { quick, runs: 3, bigBlob: 128 * MiB, coalBlob: 32 * MiB, coalClients: 50, pullLayers: 4, pullLayerSize: 4 * MiB, wrkSeconds: 2, startupBlobs: 100_000, siteLayers: 6, siteLayerSize: 16 * MiB }
@@ -162,10 +170,7 @@ export async function startEnv(scope: Scope, p: Plan, log: (s: string) => void, 
       return { authorization: `Bearer ${b}` };
     },
     async wipeProxy() {
-      await proxy.stop();
-      await rm(proxy.dataDir, { recursive: true, force: true });
-      await mkdir(proxy.dataDir, { recursive: true });
-      await proxy.start();
+      await wipeRegistry(proxy);
     },
     berthOpts,
     berthUpstreams,

@@ -20,12 +20,11 @@
  * download, the upstream's, and SHA-256 of the blob in this process; the
  * bound (client + upstream) / (client + upstream + hash) is a row of its own.
  */
-import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
-import { startRegistry, type Registry } from '../../test/harness/registry.js';
+import { startRegistry } from '../../test/harness/registry.js';
 import { startBenchBerth, type BenchBerth } from '../berth.js';
 import { CpuMeter, perGiB } from '../cpu.js';
-import { EDGE, NS } from '../env.js';
+import { EDGE, NS, wipeRegistry } from '../env.js';
 import { hashBound, hashCpu, registryBlobFile } from '../floor.js';
 import type { Scope } from '../scope.js';
 import { MiB, mibps, summarize } from '../stats.js';
@@ -38,13 +37,6 @@ export const LINK = 100 * MiB;
 type Key = 'berth' | 'proxy' | 'direct';
 const KEYS: Key[] = ['berth', 'proxy', 'direct'];
 const series = () => ({ berth: [] as number[], proxy: [] as number[], direct: [] as number[] });
-
-async function wipeRegistry(r: Registry): Promise<void> {
-  await r.stop();
-  await rm(r.dataDir, { recursive: true, force: true });
-  await mkdir(r.dataDir, { recursive: true });
-  await r.start();
-}
 
 export function coldFill(scope: Scope): Measure {
   return {
