@@ -22,8 +22,11 @@ export function trustedKeys(flags: string[] | undefined, configured: readonly st
   return files.map((f) => loadTrustedKey(path.resolve(f)));
 }
 
+const INVENTORY_OPTIONS = { ...COMMON_FLAGS, out: { type: 'string', short: 'o' } } as const;
+
 export const inventoryCommand: Command = {
   name: 'inventory',
+  options: INVENTORY_OPTIONS,
   summary: 'list what this berth holds (gzip JSON lines) for another berth\'s export --have',
   help: `Usage: berth inventory [--out FILE]
 
@@ -45,7 +48,7 @@ Options:
   -h, --help      show this help
 `,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...COMMON_FLAGS, out: { type: 'string', short: 'o' } }, true);
+    const { values, positionals } = parse(argv, INVENTORY_OPTIONS, true);
     if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
     if (values.out === undefined && process.stdout.isTTY) throw new UsageError('the inventory is gzip data: give --out FILE or redirect stdout');
     const config = configFrom(values.config);
@@ -82,8 +85,11 @@ Options:
   },
 };
 
+const KEYGEN_OPTIONS = { ...CONFIG_FLAG, json: { type: 'boolean' }, output: { type: 'string', short: 'o' } } as const;
+
 export const keygenCommand: Command = {
   name: 'keygen',
+  options: KEYGEN_OPTIONS,
   summary: 'make an ed25519 key pair to sign exports (PREFIX.key, PREFIX.pub)',
   help: `Usage: berth keygen -o PREFIX
 
@@ -100,7 +106,7 @@ Options:
   -h, --help            show this help
 `,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...CONFIG_FLAG, json: { type: 'boolean' }, output: { type: 'string', short: 'o' } }, true);
+    const { values, positionals } = parse(argv, KEYGEN_OPTIONS, true);
     if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
     if (!values.output) throw new UsageError('-o PREFIX is required');
     const prefix = path.resolve(values.output);

@@ -1,11 +1,18 @@
 /** The shape every `berth <command>` has, and the exit codes SPEC fixes. */
+import type { ParseArgsConfig } from 'node:util';
+
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+/** A command's flags, as node:util parseArgs takes them. */
+export type Flags = NonNullable<ParseArgsConfig['options']>;
 
 export interface Command {
   name: string;
   summary: string;
   /** Full --help text. */
   help: string;
+  /** Every flag run() accepts: what test/unit/cli-help.test.ts holds the help to. */
+  options: Flags;
   run(argv: string[]): Promise<number>;
 }
 

@@ -5,6 +5,7 @@ import { redactedConfig, unreadableSecrets } from '../config/load.js';
 
 export const configCommand: Command = {
   name: 'config',
+  options: CONFIG_FLAG,
   summary: 'check the configuration and print it (secrets redacted)',
   help: `Usage: berth config [--config FILE]
 

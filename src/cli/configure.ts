@@ -48,6 +48,7 @@ function report(plan: Plan, dryRun: boolean): void {
 
 export const configureCommand: Command = {
   name: 'configure',
+  options: OPTIONS,
   summary: "point containerd at berth: write certs.d/<registry>/hosts.toml (root)",
   help: `Usage: berth configure containerd [--hosts-dir DIR | --microk8s] [--no-fallback]
                                 [--berth-url URL] [--ca FILE] [--dry-run] [--undo]

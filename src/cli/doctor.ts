@@ -17,6 +17,7 @@ const OPTIONS = {
 
 export const doctorCommand: Command = {
   name: 'doctor',
+  options: OPTIONS,
   summary: 'check this node: containerd, hosts.toml, berth, upstreams, disk, site peers',
   help: `Usage: berth doctor [--containerd-config FILE] [--hosts-dir DIR]
                    [--berth-url URL] [--timeout DURATION] [--json]

@@ -10,8 +10,20 @@ import { formatSize, parseSize } from '../config/units.js';
 import { creator } from './airgap-cmds.js';
 import { TransferProgress } from './progress.js';
 
+const OPTIONS = {
+  ...COMMON_FLAGS,
+  output: { type: 'string', short: 'o' },
+  split: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+  platform: { type: 'string', multiple: true },
+  'all-platforms': { type: 'boolean' },
+  have: { type: 'string' },
+  sign: { type: 'string' },
+} as const;
+
 export const exportCommand: Command = {
   name: 'export',
+  options: OPTIONS,
   summary: 'write cached images as an OCI image-layout tar for an air gap',
   help: `Usage: berth export IMAGE... -o FILE [--split SIZE] [--platform OS/ARCH]... [--all-platforms]
                     [--have INVENTORY] [--sign KEYFILE]
@@ -55,20 +67,7 @@ Options:
   -h, --help          show this help
 `,
   async run(argv) {
-    const { values, positionals } = parse(
-      argv,
-      {
-        ...COMMON_FLAGS,
-        output: { type: 'string', short: 'o' },
-        split: { type: 'string' },
-        quiet: { type: 'boolean', short: 'q' },
-        platform: { type: 'string', multiple: true },
-        'all-platforms': { type: 'boolean' },
-        have: { type: 'string' },
-        sign: { type: 'string' },
-      },
-      true,
-    );
+    const { values, positionals } = parse(argv, OPTIONS, true);
     if (!values.output) throw new UsageError('-o FILE is required');
     if (positionals.length === 0) throw new UsageError('name at least one IMAGE');
     const split = values.split === undefined ? undefined : splitSize(values.split);

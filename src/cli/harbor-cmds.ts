@@ -6,6 +6,7 @@ import { auditImage } from '../store/audit.js';
 
 export const syncCommand: Command = {
   name: 'sync',
+  options: COMMON_FLAGS,
   summary: 'one policy sync from Harbor now; prints what changed',
   help: `Usage: berth sync [--json]
 
@@ -59,8 +60,11 @@ function parseSince(s: string, now: number): number {
   }
 }
 
+const AUDIT_OPTIONS = { ...COMMON_FLAGS, since: { type: 'string' }, limit: { type: 'string' } } as const;
+
 export const auditCommand: Command = {
   name: 'audit',
+  options: AUDIT_OPTIONS,
   summary: 'list the audit record of manifest requests',
   help: `Usage: berth audit [--since D] [--limit N] [--json]
 
@@ -79,7 +83,7 @@ Options:
   -h, --help      show this help
 `,
   async run(argv) {
-    const { values } = parse(argv, { ...COMMON_FLAGS, since: { type: 'string' }, limit: { type: 'string' } });
+    const { values } = parse(argv, AUDIT_OPTIONS);
     const config = configFrom(values.config);
     const since = parseSince(values.since ?? '24h', Date.now());
     const limit = values.limit === undefined ? 1000 : Number(values.limit);

@@ -10,8 +10,11 @@ import { formatSize } from '../config/units.js';
 import { TransferProgress } from './progress.js';
 import { trustedKeys } from './airgap-cmds.js';
 
+const OPTIONS = { ...COMMON_FLAGS, quiet: { type: 'boolean', short: 'q' }, trust: { type: 'string', multiple: true } } as const;
+
 export const importCommand: Command = {
   name: 'import',
+  options: OPTIONS,
   summary: 'load an OCI image-layout tar into the cache, verified, and pin it',
   help: `Usage: berth import FILE [--trust PUBKEYFILE]...
        berth import NAME.tar.000 NAME.tar.001 ... [--trust PUBKEYFILE]...
@@ -52,7 +55,7 @@ Options:
   -h, --help      show this help
 `,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...COMMON_FLAGS, quiet: { type: 'boolean', short: 'q' }, trust: { type: 'string', multiple: true } }, true);
+    const { values, positionals } = parse(argv, OPTIONS, true);
     if (positionals.length === 0) throw new UsageError('name the archive: FILE, or the volumes of one set');
     let set: VolumeSet;
     try {

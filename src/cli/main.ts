@@ -6,26 +6,7 @@
 import { createRequire } from 'node:module';
 import { EXIT, UsageError, err, out, quietOnClosedPipe, type Command } from './command.js';
 import { ConfigError } from './common.js';
-// Each command's module is imported when that command runs: `berth serve` does
-// not carry the other commands' code (idle RSS, docs/performance.md). In the
-// order `berth --help` lists them.
-const COMMANDS: Record<string, () => Promise<Command>> = {
-  serve: async () => (await import('./serve.js')).serveCommand,
-  config: async () => (await import('./config-cmd.js')).configCommand,
-  prefetch: async () => (await import('./prefetch.js')).prefetchCommand,
-  export: async () => (await import('./export-cmd.js')).exportCommand,
-  import: async () => (await import('./import-cmd.js')).importCommand,
-  inventory: async () => (await import('./airgap-cmds.js')).inventoryCommand,
-  keygen: async () => (await import('./airgap-cmds.js')).keygenCommand,
-  status: async () => (await import('./status.js')).statusCommand,
-  verify: async () => (await import('./maintenance-cmds.js')).verifyCommand,
-  gc: async () => (await import('./maintenance-cmds.js')).gcCommand,
-  unpin: async () => (await import('./maintenance-cmds.js')).unpinCommand,
-  sync: async () => (await import('./harbor-cmds.js')).syncCommand,
-  audit: async () => (await import('./harbor-cmds.js')).auditCommand,
-  configure: async () => (await import('./configure.js')).configureCommand,
-  doctor: async () => (await import('./doctor.js')).doctorCommand,
-};
+import { COMMANDS } from './commands.js';
 
 function version(): string {
   const require = createRequire(import.meta.url);

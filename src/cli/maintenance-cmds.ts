@@ -9,6 +9,7 @@ import { Progress } from './progress.js';
 
 export const gcCommand: Command = {
   name: 'gc',
+  options: COMMON_FLAGS,
   summary: 'evict to the size limit now and remove unreferenced files',
   help: `Usage: berth gc
 
@@ -43,6 +44,7 @@ Options:
 
 export const verifyCommand: Command = {
   name: 'verify',
+  options: COMMON_FLAGS,
   summary: 're-hash every cached blob and quarantine any that does not match',
   help: `Usage: berth verify
 
@@ -86,6 +88,7 @@ Options:
 
 export const unpinCommand: Command = {
   name: 'unpin',
+  options: COMMON_FLAGS,
   summary: 'release pins so eviction may take the content',
   help: `Usage: berth unpin IMAGE...
 

@@ -5,8 +5,11 @@ import { prefetchImage, type PrefetchResult } from '../cache/prefetch.js';
 import { formatSize } from '../config/units.js';
 import { Progress } from './progress.js';
 
+const OPTIONS = { ...COMMON_FLAGS, platform: { type: 'string', multiple: true }, 'all-platforms': { type: 'boolean' }, 'no-pin': { type: 'boolean' }, concurrency: { type: 'string' } } as const;
+
 export const prefetchCommand: Command = {
   name: 'prefetch',
+  options: OPTIONS,
   summary: 'pull images into the cache ahead of need and pin them',
   help: `Usage: berth prefetch [IMAGE...] [--platform OS/ARCH]... [--all-platforms] [--no-pin]
 
@@ -32,7 +35,7 @@ Options:
 Exit 0 when every image was fetched, 1 if any failed (the others still are).
 `,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...COMMON_FLAGS, platform: { type: 'string', multiple: true }, 'all-platforms': { type: 'boolean' }, 'no-pin': { type: 'boolean' }, concurrency: { type: 'string' } }, true);
+    const { values, positionals } = parse(argv, OPTIONS, true);
     const config = configFrom(values.config);
     const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError('--concurrency takes a whole number from 1 to 64');

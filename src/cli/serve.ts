@@ -8,6 +8,7 @@ import { notifyReady } from '../host/notify.js';
 
 export const serveCommand: Command = {
   name: 'serve',
+  options: CONFIG_FLAG,
   summary: 'run the mirror daemon in the foreground',
   help: `Usage: berth serve [--config FILE]
 

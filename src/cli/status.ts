@@ -122,6 +122,7 @@ const pct = (x: number | null) => (x === null ? 'n/a' : `${(x * 100).toFixed(1)}
 
 export const statusCommand: Command = {
   name: 'status',
+  options: COMMON_FLAGS,
   summary: 'cache size and use, hit ratio, upstream reachability, policy age',
   help: `Usage: berth status [--json]
 
