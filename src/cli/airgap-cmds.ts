@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Command } from './command.js';
 import { EXIT, UsageError, err, out } from './command.js';
-import { COMMON_FLAGS, CONFIG_FLAG, configFrom, parse } from './common.js';
+import { CONFIG_FLAG, configFrom, parse } from './common.js';
 import { Layout } from '../store/layout.js';
 import { openDatabase } from '../store/db.js';
 import { writeEmptyInventory, writeInventory, type InventoryCounts } from '../airgap/inventory.js';
@@ -22,13 +22,14 @@ export function trustedKeys(flags: string[] | undefined, configured: readonly st
   return files.map((f) => loadTrustedKey(path.resolve(f)));
 }
 
-const INVENTORY_OPTIONS = { ...COMMON_FLAGS, out: { type: 'string', short: 'o' } } as const;
+// No -v: inventory has nothing to log.
+const INVENTORY_OPTIONS = { ...CONFIG_FLAG, json: { type: 'boolean' }, out: { type: 'string', short: 'o' } } as const;
 
 export const inventoryCommand: Command = {
   name: 'inventory',
   options: INVENTORY_OPTIONS,
   summary: 'list what this berth holds (gzip JSON lines) for another berth\'s export --have',
-  help: `Usage: berth inventory [--out FILE]
+  help: `Usage: berth inventory [--out FILE] [--json]
 
 Writes what this berth's cache holds: every blob (digest, size), every
 manifest (digest, media type, size), every tag (registry, repository, tag,
@@ -91,7 +92,7 @@ export const keygenCommand: Command = {
   name: 'keygen',
   options: KEYGEN_OPTIONS,
   summary: 'make an ed25519 key pair to sign exports (PREFIX.key, PREFIX.pub)',
-  help: `Usage: berth keygen -o PREFIX
+  help: `Usage: berth keygen -o PREFIX [--json]
 
 Makes an ed25519 key pair for signed air-gap archives: PREFIX.key (the
 private key, PKCS8 PEM, mode 0600: keep it on the exporting side only) and
@@ -103,6 +104,8 @@ which refusals name.
 Options:
   -o, --output PREFIX   where to write (required)
   --json                print the files and fingerprint as JSON
+  --config FILE         accepted like every command's; keygen reads no
+                        configuration (nor $BERTH_CONFIG)
   -h, --help            show this help
 `,
   async run(argv) {

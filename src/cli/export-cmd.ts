@@ -26,7 +26,7 @@ export const exportCommand: Command = {
   options: OPTIONS,
   summary: 'write cached images as an OCI image-layout tar for an air gap',
   help: `Usage: berth export IMAGE... -o FILE [--split SIZE] [--platform OS/ARCH]... [--all-platforms]
-                    [--have INVENTORY] [--sign KEYFILE]
+                    [--have INVENTORY] [--sign KEYFILE] [--json] [-q]
 
 Writes the images as an OCI image layout in a plain tar (oci-layout,
 index.json, blobs/sha256/...), each named in index.json by the

@@ -79,6 +79,7 @@ Options:
   --limit N       the newest N entries of the period (default 1000); stderr
                   says how many older ones were not listed
   --json          machine-readable output
+  -v, --verbose   log to stderr
   --config FILE   configuration file
   -h, --help      show this help
 `,

@@ -16,8 +16,8 @@ export const importCommand: Command = {
   name: 'import',
   options: OPTIONS,
   summary: 'load an OCI image-layout tar into the cache, verified, and pin it',
-  help: `Usage: berth import FILE [--trust PUBKEYFILE]...
-       berth import NAME.tar.000 NAME.tar.001 ... [--trust PUBKEYFILE]...
+  help: `Usage: berth import FILE [--trust PUBKEYFILE]... [--json] [-q]
+       berth import NAME.tar.000 NAME.tar.001 ... [--trust PUBKEYFILE]... [--json] [-q]
                     (the volumes of export --split, any order)
 
 Loads an OCI image-layout tar (from \`berth export\` or \`skopeo copy …

@@ -11,7 +11,7 @@ export const gcCommand: Command = {
   name: 'gc',
   options: COMMON_FLAGS,
   summary: 'evict to the size limit now and remove unreferenced files',
-  help: `Usage: berth gc
+  help: `Usage: berth gc [--json]
 
 Evicts least recently used, unpinned content when the cache is over
 [cache] max_size (down to 90% of it), removes blob files the index does not
@@ -46,7 +46,7 @@ export const verifyCommand: Command = {
   name: 'verify',
   options: COMMON_FLAGS,
   summary: 're-hash every cached blob and quarantine any that does not match',
-  help: `Usage: berth verify
+  help: `Usage: berth verify [--json]
 
 Re-hashes every blob in the cache and every manifest in the index. A blob
 whose bytes do not match its digest is moved to <cache>/quarantine/ and
@@ -90,7 +90,7 @@ export const unpinCommand: Command = {
   name: 'unpin',
   options: COMMON_FLAGS,
   summary: 'release pins so eviction may take the content',
-  help: `Usage: berth unpin IMAGE...
+  help: `Usage: berth unpin IMAGE... [--json]
 
 Releases the pins of each image (as prefetch or import named it, e.g.
 nginx:1.27 or docker.io/library/nginx:1.27, or a pinned digest). The content
@@ -98,6 +98,7 @@ stays cached until eviction needs the room. Exit 1 if an IMAGE was not pinned.
 
 Options:
   --json          print the result as JSON
+  -v, --verbose   log to stderr
   --config FILE   configuration file
   -h, --help      show this help
 `,

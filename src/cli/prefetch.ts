@@ -12,6 +12,7 @@ export const prefetchCommand: Command = {
   options: OPTIONS,
   summary: 'pull images into the cache ahead of need and pin them',
   help: `Usage: berth prefetch [IMAGE...] [--platform OS/ARCH]... [--all-platforms] [--no-pin]
+                      [--concurrency N] [--json]
 
 Resolves each image (a tag or a digest; docker.io is assumed without a
 registry), fetches every manifest and blob of the chosen platforms into the

@@ -146,6 +146,7 @@ Exit 0 unless the report could not be made.
 
 Options:
   --json          machine-readable output
+  -v, --verbose   log to stderr
   --config FILE   configuration file
   -h, --help      show this help
 `,
