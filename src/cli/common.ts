@@ -7,6 +7,7 @@ import { UsageError, err } from './command.js';
 import { createLogger } from '../log.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { hostPlatform, parsePlatform, type Platform } from '../oci/platform.js';
+import { parseImageReference } from '../oci/paths.js';
 
 export const CONFIG_FLAG = { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } } as const;
 export const COMMON_FLAGS = { ...CONFIG_FLAG, verbose: { type: 'boolean', short: 'v' }, json: { type: 'boolean' } } as const;
@@ -54,6 +55,20 @@ export function platformsFrom(values: string[] | undefined, configured: string[]
     return list.length > 0 ? list.map(parsePlatform) : [hostPlatform()];
   } catch (e) {
     throw new UsageError((e as Error).message);
+  }
+}
+
+/**
+ * IMAGE arguments, checked before anything is opened, fetched or written: a malformed one is bad
+ * usage (exit 2), not an image that failed (exit 1).
+ */
+export function checkImageArgs(images: readonly string[]): void {
+  for (const image of images) {
+    try {
+      parseImageReference(image);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Command } from './command.js';
 import { EXIT, UsageError, out } from './command.js';
-import { COMMON_FLAGS, configFrom, parse, platformsFrom, withRuntime } from './common.js';
+import { COMMON_FLAGS, checkImageArgs, configFrom, parse, platformsFrom, withRuntime } from './common.js';
 import { exportImages } from '../airgap/export.js';
 import { checkExportRoom } from '../airgap/preflight.js';
 import { MIN_VOLUME_SIZE, VolumeWriter } from '../airgap/volumes.js';
@@ -70,6 +70,8 @@ Options:
     const { values, positionals } = parse(argv, OPTIONS, true);
     if (!values.output) throw new UsageError('-o FILE is required');
     if (positionals.length === 0) throw new UsageError('name at least one IMAGE');
+    checkImageArgs(positionals);
+    const platforms = platformsFrom(values.platform);
     const split = values.split === undefined ? undefined : splitSize(values.split);
     const config = configFrom(values.config);
     // A bad key fails before anything is fetched or written.
@@ -81,7 +83,7 @@ Options:
       let blobs = 0;
       try {
         const r = await exportImages(rt, positionals, writer, {
-          platforms: platformsFrom(values.platform),
+          platforms,
           allPlatforms: values['all-platforms'] === true,
           creator: creator(),
           ...(values.have !== undefined ? { have: path.resolve(values.have) } : {}),

@@ -105,19 +105,18 @@ Options:
   async run(argv) {
     const { values, positionals } = parse(argv, COMMON_FLAGS, true);
     if (positionals.length === 0) throw new UsageError('name at least one IMAGE');
+    // Every IMAGE is checked before the cache is opened: a malformed one releases nothing.
+    const keys = positionals.map((image) => {
+      if (isDigest(image)) return { image, key: image };
+      try {
+        return { image, key: formatImageReference(parseImageReference(image)) };
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+    });
     const config = configFrom(values.config);
     return withRuntime(config, values.verbose === true, async (rt) => {
-      const results = positionals.map((image) => {
-        let key = image;
-        if (!isDigest(image)) {
-          try {
-            key = formatImageReference(parseImageReference(image));
-          } catch (e) {
-            throw new UsageError((e as Error).message);
-          }
-        }
-        return { image, key, released: rt.index.pins.unpin(key) };
-      });
+      const results = keys.map(({ image, key }) => ({ image, key, released: rt.index.pins.unpin(key) }));
       if (values.json) out(JSON.stringify(results, null, 2));
       else for (const r of results) out(r.released > 0 ? `unpinned ${r.key}` : `${r.image}: not pinned`);
       return results.every((r) => r.released > 0) ? EXIT.ok : EXIT.failure;

@@ -1,6 +1,6 @@
 import type { Command } from './command.js';
 import { EXIT, UsageError, out, err } from './command.js';
-import { COMMON_FLAGS, configFrom, parse, platformsFrom, withRuntime } from './common.js';
+import { COMMON_FLAGS, checkImageArgs, configFrom, parse, platformsFrom, withRuntime } from './common.js';
 import { prefetchImage, type PrefetchResult } from '../cache/prefetch.js';
 import { formatSize } from '../config/units.js';
 import { Progress } from './progress.js';
@@ -37,6 +37,8 @@ Exit 0 when every image was fetched, 1 if any failed (the others still are).
 `,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, true);
+    checkImageArgs(positionals);
+    platformsFrom(values.platform); // a malformed --platform is bad usage before anything is opened
     const config = configFrom(values.config);
     const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError('--concurrency takes a whole number from 1 to 64');
