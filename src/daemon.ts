@@ -23,6 +23,7 @@ import { hostPlatform, parsePlatform } from './oci/platform.js';
 import { watchDaemon } from './metrics/watch.js';
 import { startMetricsListener } from './metrics/listener.js';
 import { memoryTrim } from './memory.js';
+import { writeProbe } from './store/write-probe.js';
 
 /** How long start-up waits on the upstream warm-up before it says it is serving (it goes on in the background). */
 const WARM_WAIT_MS = 500;
@@ -44,14 +45,13 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   metrics.onCacheResult = (kind, result) => index.counters.bump(`${kind}_${result}`);
   metrics.onServedBytes = (source, n) => index.counters.bump(`served_bytes_${source}`, n);
 
-  const readiness = (): string[] => {
+  // A file written in tmp/ (not access(W_OK), which says yes to root): src/store/write-probe.ts.
+  const cacheWritable = writeProbe(layout.tmpDir, { logger });
+  const readiness = async (): Promise<string[]> => {
     const problems: string[] = [];
     if (!index.db.open) problems.push('index closed');
-    try {
-      fs.accessSync(layout.tmpDir, fs.constants.W_OK);
-    } catch {
-      problems.push('cache directory not writable');
-    }
+    const unwritable = await cacheWritable();
+    if (unwritable !== null) problems.push(unwritable);
     return problems;
   };
   // Cached blobs to plain-HTTP clients with sendfile(2) when the addon is there (TLS copies).

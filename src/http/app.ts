@@ -25,7 +25,7 @@ export interface AppDeps {
   metrics: Metrics;
   logger: Logger;
   /** Why berth is not ready, or [] when it is. */
-  readiness: () => string[];
+  readiness: () => Promise<string[]>;
   /** Records each manifest request (the audit record). */
   audit?: (e: AuditEntry) => void;
   /** sendfile(2) for cached blobs, or null/absent for the copying path. */
@@ -67,9 +67,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     c.set('route', 'ops');
     return c.text('ok\n');
   });
-  app.get('/readyz', (c) => {
+  app.get('/readyz', async (c) => {
     c.set('route', 'ops');
-    const problems = deps.readiness();
+    const problems = await deps.readiness();
     return problems.length === 0 ? c.text('ready\n') : c.json({ ready: false, problems }, 503);
   });
   app.get('/metrics', async (c) => {

@@ -1,8 +1,10 @@
 /**
  * SPEC "Ops endpoints": /healthz, and /readyz (cache writable, index open), on
  * the registry listener, from a real daemon (startDaemon, in this process).
- * Root may write anywhere, so "not writable" is made here by taking the cache's
- * tmp/ (where every fill is written first) away, as a lost mount would.
+ * Root may write anywhere, and access(W_OK) says yes to root for a regular file:
+ * so "not writable" is made here by putting a regular file where the cache's
+ * tmp/ (where every fill is written first) should be. The check was
+ * access(tmp, W_OK) and called that cache ready; it now writes a file there.
  */
 import t from 'tap';
 import fs from 'node:fs';
@@ -37,15 +39,19 @@ t.test('/healthz answers while the process runs; /readyz only while the cache is
   };
 
   t.same(await get('/healthz'), { status: 200, text: 'ok\n' });
-  t.same(await get('/readyz'), { status: 200, text: 'ready\n' });
 
+  // Broken before the first /readyz: a success is remembered for a few seconds (test/unit/write-probe.test.ts).
   const tmp = new Layout(cacheDir).tmpDir;
   fs.renameSync(tmp, `${tmp}.away`);
-  const away = await get('/readyz');
-  t.equal(away.status, 503, 'the cache cannot take a fill: not ready');
-  t.same(JSON.parse(away.text), { ready: false, problems: ['cache directory not writable'] });
+  fs.writeFileSync(tmp, 'not a directory\n');
+  fs.accessSync(tmp, fs.constants.W_OK); // what the old check asked, and root is told yes
+  const broken = await get('/readyz');
+  t.equal(broken.status, 503, 'the cache cannot take a fill: not ready');
+  t.same(JSON.parse(broken.text), { ready: false, problems: ['cache directory not writable: tmp/ is not a directory (ENOTDIR)'] }, 'says why');
   t.same(await get('/healthz'), { status: 200, text: 'ok\n' }, 'still alive');
 
+  fs.rmSync(tmp);
   fs.renameSync(`${tmp}.away`, tmp);
-  t.same(await get('/readyz'), { status: 200, text: 'ready\n' }, 'ready again once it is back');
+  t.same(await get('/readyz'), { status: 200, text: 'ready\n' }, 'ready again once it is back (a failure is not remembered)');
+  t.same(fs.readdirSync(tmp), [], 'the probe left nothing in tmp/');
 });
