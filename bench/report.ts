@@ -26,6 +26,8 @@ export interface Row {
   unit: string;
   better: 'higher' | 'lower';
   berth: Summary;
+  /** What the berth column holds when it is not berth (a ceiling measured in the same run): named in the cell. */
+  subject?: string;
   peer?: { name: string; value: Summary };
   target?: Target;
   note?: string;
@@ -118,7 +120,7 @@ export function markdown(r: Report): string {
     const excess = row.excess === undefined ? '' : ` (${row.excess >= 0 ? '+' : ''}${fmt(row.excess)} ${row.unit})`;
     const ratio = row.ratio === undefined ? '' : `${fmt(row.ratio)}x${excess}`;
     const met = row.met === undefined ? '' : row.met ? 'met' : '**missed**';
-    lines.push(`| ${row.measure} | ${row.what} ${arrow}${row.note ? ` (${row.note})` : ''} | ${cell(row.berth, row.unit)} | ${peer} | ${ratio} | ${targetText(row)} | ${met} |`);
+    lines.push(`| ${row.measure} | ${row.what} ${arrow}${row.note ? ` (${row.note})` : ''} | ${row.subject ? `${row.subject}: ` : ''}${cell(row.berth, row.unit)} | ${peer} | ${ratio} | ${targetText(row)} | ${met} |`);
   }
   if (r.failures.length > 0) {
     lines.push('', '## Measures that could not run', '');
