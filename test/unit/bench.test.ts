@@ -10,6 +10,8 @@ import path from 'node:path';
 import t from 'tap';
 import { hashBound, hashCpu, registryBlobFile } from '../../bench/floor.js';
 import { turns } from '../../bench/measures/warm-blob.js';
+import { finish, markdown, type Report } from '../../bench/report.js';
+import { summarize } from '../../bench/stats.js';
 import { pace } from '../../bench/uplink.js';
 
 t.test('hashBound: the direct download\'s CPU over that plus the hash', async (t) => {
@@ -83,4 +85,26 @@ t.test('turns: measure 1 rotates the servers\' order from run to run', async (t)
   }
   for (const x of s) t.equal(places.get(x)!.size, s.length, `${x} has every place once in ${s.length} runs`);
   t.ok(after.get('proxy')!.size > 0 && turns(s, 2)[0] === 'berth', 'in run 3 berth goes first, nothing before it');
+});
+
+t.test('markdown: a row whose first column is not berth names what it holds', async (t) => {
+  const direct = { name: 'straight from the upstream', value: summarize([140, 131, 246]) };
+  const report: Report = {
+    date: '2026-12-04T00:00:00Z',
+    mode: 'quick',
+    durationS: 1,
+    machine: { nproc: 2, cpu: 'x', memoryGiB: 1, node: 'v20', kernel: 'k', loadavg: [1, 1, 1] },
+    rows: [
+      finish({ measure: '2 cold fill', what: 'relay', unit: 'MiB/s', better: 'higher', subject: 'hashing relay', berth: summarize([70, 65, 120]), peer: direct }),
+      finish({ measure: '2 cold fill', what: 'berth', unit: 'MiB/s', better: 'higher', berth: summarize([35, 19, 42]), peer: direct }),
+    ],
+    failures: [],
+    notes: [],
+  };
+  const lines = markdown(report).split('\n');
+  const relay = lines.find((l) => l.includes('| 2 cold fill | relay '));
+  const berth = lines.find((l) => l.includes('| 2 cold fill | berth '));
+  t.match(relay, /\| hashing relay: 70\.0 MiB\/s \(65\.0–120\) \| straight from the upstream: 140 MiB\/s/, 'the subject before the value');
+  t.match(relay, /\| 0\.50x \|/, 'the ratio is the subject\'s median over the peer\'s');
+  t.match(berth, /\| 35\.0 MiB\/s \(19\.0–42\.0\) \|/, 'berth\'s own rows carry no name');
 });
