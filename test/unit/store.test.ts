@@ -38,6 +38,20 @@ t.test('a blob is published only when its bytes match the digest', async (t) => 
   await t.rejects(short.commit({ expectedSize: data.length + 1 }), DigestMismatchError, 'size checked too');
 });
 
+t.test('a blob whose rename failed leaves no temp file once aborted', async (t) => {
+  const files = new BlobFiles(new Layout(tmp(t)));
+  await files.init();
+  const data = Buffer.from('rename me');
+  const digest = sha256(data);
+  // The blob's final path is taken by a non-empty directory: rename(2) fails (EISDIR).
+  fs.mkdirSync(path.join(files.path(digest), 'x'), { recursive: true });
+  const w = await files.createWriter(digest);
+  await w.write(data);
+  await t.rejects(w.commit({ expectedSize: data.length }), { code: 'EISDIR' });
+  await w.abort();
+  t.same(fs.readdirSync(files.layout.tmpDir), [], 'the abort after a failed rename removes the temp file');
+});
+
 t.test('start-up removes leftovers of interrupted writes', async (t) => {
   const layout = new Layout(tmp(t));
   const files = new BlobFiles(layout);
