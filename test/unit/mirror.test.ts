@@ -174,6 +174,20 @@ t.test('a manifest cached through A is served by digest to B only once the upstr
   await t.rejects(manifest('library/d', m), { code: 'UNAVAILABLE', status: 503 }, 'offline, an unconfirmed repository is refused');
 });
 
+t.test('a manifest evicted from the index but still in memory keeps its per-repository check', async (t) => {
+  const { up, mirror, target, index } = await setup(t);
+  const m = up.putManifest('library/a', 'v1', { schemaVersion: 2, n: 2 });
+  const manifest = (name: string, ref: string) => mirror.manifest(target(name), ref, { byDigest: ref.startsWith('sha256:'), head: false, accept: undefined });
+  await manifest('library/a', 'v1');
+  index.content.deleteManifest(m); // as eviction does; the in-memory copy stays
+  t.equal(index.content.getManifest(m), undefined, 'no longer in the index');
+  up.reset();
+  await t.rejects(manifest('library/c', m), { code: 'MANIFEST_UNKNOWN', status: 404 }, 'not served from memory through another repository');
+  t.same(up.log, [`headManifest library/c ${m}`], 'the upstream was asked about that repository');
+  up.down = true;
+  await t.rejects(manifest('library/d', m), { code: 'UNAVAILABLE', status: 503 }, 'offline, refused too');
+});
+
 t.test('tags/list: from the upstream when up; offline, the tags berth has seen (stale), else 503', async (t) => {
   const { up, mirror, target } = await setup(t);
   up.putManifest('library/app', 'v1', { schemaVersion: 2, n: 1 });
