@@ -12,7 +12,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { OciError } from '../oci/errors.js';
 import { sha256 } from '../oci/digest.js';
-import { MEDIA_TYPES, acceptAllows, baseMediaType, declaredMediaType, upstreamAccept } from '../oci/mediatypes.js';
+import { acceptAdmitsManifest, acceptAllows, acceptsIndex, baseMediaType, pickMediaType, upstreamAccept } from '../oci/mediatypes.js';
 import { manifestChildren } from '../oci/manifest.js';
 import type { ContentIndex, TagRow } from '../store/content-index.js';
 import type { Refusals } from '../store/refusals.js';
@@ -208,7 +208,7 @@ export class ManifestCache {
       if (!usable && this.opts.serveStale && isStaleWorthy(err) && !this.refusals.get(registry, repository, tag)) {
         const p = await this.fromPeers(req, tag);
         if (p) {
-          if (acceptAllows(req.accept, MEDIA_TYPES.ociIndex) || acceptAllows(req.accept, MEDIA_TYPES.dockerManifestList)) {
+          if (acceptsIndex(req.accept)) {
             // Known from a peer, not from the upstream: the next request with the upstream back revalidates it.
             this.saveTag(registry, repository, tag, { digest: p.digest, media_type: p.mediaType, size: p.body.length, fetched_at: 0 });
           }
@@ -274,7 +274,7 @@ export class ManifestCache {
     const registry = client.registry;
     const opts = { accept: upstreamAccept(req.accept), reqId: req.reqId };
     // Only a request that admits indexes may move the tag: a narrow Accept gets a narrower answer.
-    const broad = acceptAllows(req.accept, MEDIA_TYPES.ociIndex) || acceptAllows(req.accept, MEDIA_TYPES.dockerManifestList);
+    const broad = acceptsIndex(req.accept);
     if (known || req.head) {
       const { promise: asked } = this.tagHeads.run(`${registry}\0${repository}\0${tag}\0${opts.accept}`, () => this.headTag(client, repository, tag, opts));
       const head = await asked;
@@ -415,18 +415,10 @@ function headOf(row: TagRow, source: ManifestSource): ManifestResult {
  * answer does not depend on whether berth had it yet.
  */
 function admitted<T extends { mediaType: string }>(r: T, accept: string | undefined): T {
-  const type = baseMediaType(r.mediaType);
-  if ((type === MEDIA_TYPES.ociManifest || type === MEDIA_TYPES.ociIndex) && !acceptAllows(accept, type)) {
-    throw new OciError('MANIFEST_UNKNOWN', `manifest unknown: it is an ${type}, which the Accept header does not name`);
+  if (!acceptAdmitsManifest(accept, r.mediaType)) {
+    throw new OciError('MANIFEST_UNKNOWN', `manifest unknown: it is an ${baseMediaType(r.mediaType)}, which the Accept header does not name`);
   }
   return r;
-}
-
-/** Upstreams sometimes answer text/plain or application/json; the manifest's own field is better then. */
-function pickMediaType(contentType: string, body: Buffer): string {
-  const ct = baseMediaType(contentType);
-  if (ct && ct !== 'application/json' && ct !== 'text/plain' && ct !== 'application/octet-stream') return ct;
-  return declaredMediaType(body) ?? (ct || MEDIA_TYPES.ociManifest);
 }
 
 /** Failures of the upstream itself (not answers like 404) that a stale tag may paper over. */

@@ -69,3 +69,29 @@ export function declaredMediaType(body: Uint8Array): string | undefined {
   }
   return undefined;
 }
+
+/** Whether an Accept header admits an index of either kind (then a tag may be moved for everyone). */
+export function acceptsIndex(accept: string | undefined | null): boolean {
+  return INDEX_MEDIA_TYPES.some((type) => acceptAllows(accept, type));
+}
+
+/**
+ * Whether a manifest of this type may answer a request with this Accept, as
+ * Distribution decides it: an OCI manifest or index only when the Accept
+ * admits its type, a Docker type whatever the Accept (Distribution serves
+ * those by digest regardless). q-values are not read, as Distribution does not.
+ */
+export function acceptAdmitsManifest(accept: string | undefined | null, mediaType: string): boolean {
+  const type = baseMediaType(mediaType);
+  return (type !== MEDIA_TYPES.ociManifest && type !== MEDIA_TYPES.ociIndex) || acceptAllows(accept, type);
+}
+
+/**
+ * A manifest's media type from an upstream's answer. Upstreams sometimes answer
+ * text/plain or application/json; the manifest's own field is better then.
+ */
+export function pickMediaType(contentType: string, body: Uint8Array): string {
+  const ct = baseMediaType(contentType);
+  if (ct && ct !== 'application/json' && ct !== 'text/plain' && ct !== 'application/octet-stream') return ct;
+  return declaredMediaType(body) ?? (ct || MEDIA_TYPES.ociManifest);
+}
