@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import type { Agent, Dispatcher } from 'undici';
 import { loadUndici } from '../upstream/dispatcher.js';
 import { errorCode } from '../upstream/errors.js';
-import { parseMember, type Membership } from './membership.js';
+import { MemberSet, parseMember, type Membership } from './membership.js';
 
 /** Where kubelet mounts the pod's service account (token, ca.crt, namespace). */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -130,10 +130,9 @@ class KubernetesMembership implements Membership {
   readonly self: string;
   readonly #o: KubernetesMembershipOptions;
   readonly #log: Logger;
-  readonly #listeners = new Set<(members: readonly string[]) => void>();
+  readonly #set = new MemberSet();
   /** Slice name -> the members it names. */
   #slices = new Map<string, string[]>();
-  #members: readonly string[] = Object.freeze([]);
   #rv = '';
   #server = '';
   #tokenFile: string;
@@ -156,12 +155,11 @@ class KubernetesMembership implements Membership {
   }
 
   members(): readonly string[] {
-    return this.#members;
+    return this.#set.get();
   }
 
   onChange(fn: (members: readonly string[]) => void): () => void {
-    this.#listeners.add(fn);
-    return () => this.#listeners.delete(fn);
+    return this.#set.onChange(fn);
   }
 
   async start(): Promise<void> {
@@ -184,7 +182,7 @@ class KubernetesMembership implements Membership {
       await this.stop();
       throw err;
     }
-    this.#log.info({ members: this.#members.length, resourceVersion: this.#rv }, 'peers: listed the EndpointSlices');
+    this.#log.info({ members: this.#set.get().length, resourceVersion: this.#rv }, 'peers: listed the EndpointSlices');
     this.#running = this.#run();
   }
 
@@ -221,7 +219,7 @@ class KubernetesMembership implements Membership {
         if (relist) {
           await this.#list();
           relist = false;
-          this.#log.info({ members: this.#members.length, resourceVersion: this.#rv }, 'peers: listed the EndpointSlices again');
+          this.#log.info({ members: this.#set.get().length, resourceVersion: this.#rv }, 'peers: listed the EndpointSlices again');
         }
         const end = await this.#watch(() => (healthy = true));
         // The server ended the watch (its timeoutSeconds, or an ERROR event): nothing failed.
@@ -415,16 +413,9 @@ class KubernetesMembership implements Membership {
     const all = new Set<string>();
     for (const members of this.#slices.values()) for (const m of members) if (m !== this.self) all.add(m);
     const next = [...all].sort();
-    if (next.length === this.#members.length && next.every((m, i) => m === this.#members[i])) return;
-    this.#members = Object.freeze(next);
+    if (this.#set.replace(Object.freeze(next)) === undefined) return;
     this.#log.info({ members: next }, 'peers: members changed');
-    for (const fn of this.#listeners) {
-      try {
-        fn(this.#members);
-      } catch (err) {
-        this.#log.error({ err }, 'peers: a membership listener threw');
-      }
-    }
+    this.#set.notify((err) => this.#log.error({ err }, 'peers: a membership listener threw'));
   }
 }
 

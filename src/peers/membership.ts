@@ -106,6 +106,40 @@ function memberList(ids: Iterable<string>, self: string): readonly string[] {
   return Object.freeze([...new Set(ids)].filter((id) => id !== self).sort());
 }
 
+/** A changing member list and the listeners told of each change: what every dynamic membership keeps. */
+export class MemberSet {
+  #members: readonly string[] = Object.freeze([]);
+  readonly #listeners = new Set<(members: readonly string[]) => void>();
+
+  get(): readonly string[] {
+    return this.#members;
+  }
+
+  onChange(fn: (members: readonly string[]) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** Takes a sorted, frozen list; returns the one it replaced, or undefined (and keeps it) when they are the same. */
+  replace(next: readonly string[]): readonly string[] | undefined {
+    const before = this.#members;
+    if (next.length === before.length && next.every((id, i) => id === before[i])) return undefined;
+    this.#members = next;
+    return before;
+  }
+
+  /** Tells each listener the current list; one that throws is reported and the others are still told. */
+  notify(failed: (err: unknown) => void): void {
+    for (const fn of this.#listeners) {
+      try {
+        fn(this.#members);
+      } catch (err) {
+        failed(err);
+      }
+    }
+  }
+}
+
 /** `[peers] members = [...]`: the list from the config, as it is for the life of the process. */
 export class StaticMembership implements Membership {
   readonly self: string;
@@ -179,8 +213,7 @@ export class DnsMembership implements Membership {
   readonly self: string;
   readonly #opts: DnsMembershipOptions;
   readonly #resolver: DnsResolver;
-  readonly #listeners = new Set<(members: readonly string[]) => void>();
-  #members: readonly string[] = Object.freeze([]);
+  readonly #set = new MemberSet();
   #failing = false;
   #started = false;
   #stopped = false;
@@ -205,12 +238,11 @@ export class DnsMembership implements Membership {
   }
 
   members(): readonly string[] {
-    return this.#members;
+    return this.#set.get();
   }
 
   onChange(fn: (members: readonly string[]) => void): () => void {
-    this.#listeners.add(fn);
-    return () => this.#listeners.delete(fn);
+    return this.#set.onChange(fn);
   }
 
   async stop(): Promise<void> {
@@ -240,7 +272,7 @@ export class DnsMembership implements Membership {
       else if (!NO_RECORDS.has(errorCode(result.reason))) {
         // Half an answer is no answer: a family that failed may hold members we would drop.
         const code = errorCode(result.reason);
-        if (!this.#failing) log.warn({ name, code, members: this.#members }, 'peer DNS look-up failed; keeping the last known members');
+        if (!this.#failing) log.warn({ name, code, members: this.#set.get() }, 'peer DNS look-up failed; keeping the last known members');
         else log.debug({ name, code }, 'peer DNS look-up still failing');
         this.#failing = true;
         return;
@@ -265,18 +297,11 @@ export class DnsMembership implements Membership {
 
   #update(ids: string[]): void {
     const next = memberList(ids, this.self);
-    const before = this.#members;
-    if (next.length === before.length && next.every((id, i) => id === before[i])) return;
-    this.#members = next;
+    const before = this.#set.replace(next);
+    if (before === undefined) return;
     const added = next.filter((id) => !before.includes(id));
     const removed = before.filter((id) => !next.includes(id));
     this.#opts.log.info({ name: this.#opts.name, added, removed, members: next }, 'peer members changed');
-    for (const fn of this.#listeners) {
-      try {
-        fn(next);
-      } catch (err) {
-        this.#opts.log.error({ err }, 'a peer membership listener failed');
-      }
-    }
+    this.#set.notify((err) => this.#opts.log.error({ err }, 'a peer membership listener failed'));
   }
 }
