@@ -8,10 +8,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes, type Hash } from 'node:crypto';
-import { getSystemErrorName } from 'node:util';
 import { hasherDigest, newHasher } from '../oci/digest.js';
 import type { Layout } from './layout.js';
-import { nativeSink, SINK_ERROR, SINK_FLUSHED, type SinkAddon } from './sink.js';
 
 export class DigestMismatchError extends Error {
   readonly code = 'DIGEST_MISMATCH';
@@ -71,23 +69,11 @@ export interface CommitOptions {
  * by a disk write per chunk. `bytesAccepted` counts bytes hashed,
  * `bytesOnDisk` those a reader of the temp file can see. `commit` takes it
  * the whole way: verify, fsync, journal, rename, index row and links.
- *
- * With the addon's native sink (sink.ts) `write` only copies the chunk into
- * the sink, whose thread hashes and writes each batch, hashing exactly the
- * bytes it writes; the rules above hold the same way (`bytesOnDisk` from the
- * sink's reports, the ENOSPC retry through `onNoSpace`, the digest once all
- * is in the file).
  */
 export class BlobWriter {
   readonly tempPath: string;
   state = BlobState.Writing;
-  private hash: Hash | null = null;
-  private readonly addon: SinkAddon | null;
-  private sink: unknown = null;
-  /** The failed batch is being written again after onNoSpace made room: a second failure ends the blob. */
-  private sinkRetrying = false;
-  /** drain() callers waiting for the sink to report everything on disk (or a failure). */
-  private waiters: (() => void)[] = [];
+  private hash: Hash = newHasher();
   private fh: fsp.FileHandle | null = null;
   private accepted = 0;
   private onDisk = 0;
@@ -103,29 +89,13 @@ export class BlobWriter {
    */
   onNoSpace: ((bytes: number) => Promise<boolean>) | null = null;
 
-  constructor(private readonly layout: Layout, readonly digest: string, private readonly hooks: WriterHooks = {}, addon: SinkAddon | null = nativeSink()) {
+  constructor(private readonly layout: Layout, readonly digest: string, private readonly hooks: WriterHooks = {}) {
     this.tempPath = layout.tempPath(digest, randomBytes(6).toString('hex'));
-    this.addon = addon;
   }
 
   async open(): Promise<void> {
     await fsp.mkdir(path.dirname(this.tempPath), { recursive: true });
     this.fh = await fsp.open(this.tempPath, 'wx', 0o644);
-    if (this.addon) {
-      // The sink's reports must not keep a forgotten writer alive: the sink closes when its handle is collected.
-      const self = new WeakRef(this);
-      try {
-        this.sink = this.addon.sinkOpen(this.fh.fd, (kind, a, b) => self.deref()?.onSinkEvent(kind, a, b));
-      } catch {
-        this.sink = null; // no thread to be had: the JavaScript path
-      }
-    }
-    if (!this.sink) this.hash = newHasher();
-  }
-
-  /** Whether this writer hashes and writes through the addon's native sink. */
-  get native(): boolean {
-    return this.sink !== null;
   }
 
   get bytesAccepted(): number {
@@ -144,14 +114,8 @@ export class BlobWriter {
   write(chunk: Uint8Array): Promise<void> | undefined {
     if (!this.fh || this.state !== BlobState.Writing) return Promise.reject(new Error('blob writer is not open'));
     if (this.failure) return Promise.reject(this.failure);
-    if (this.sink) {
-      if (!this.addon!.sinkWrite(this.sink, chunk)) return Promise.reject(this.failure ?? new Error('blob writer is not open'));
-      this.accepted += chunk.length;
-      this.queued = this.accepted - this.onDisk;
-      return this.queued > QUEUE_HIGH ? this.drain() : undefined;
-    }
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
-    this.hash!.update(buf);
+    this.hash.update(buf);
     this.accepted += buf.length;
     this.queue.push(buf);
     this.queued += buf.length;
@@ -167,60 +131,8 @@ export class BlobWriter {
 
   /** Waits until everything accepted is in the file; throws what a write failed with. */
   async drain(): Promise<void> {
-    if (this.sink) {
-      while (!this.failure && this.onDisk < this.accepted && this.state !== BlobState.Failed) {
-        await new Promise<void>((resolve) => this.waiters.push(resolve));
-      }
-    }
     while (this.flushing) await this.flushing;
     if (this.failure) throw this.failure;
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  /** A report of the native sink's thread, on the main thread. */
-  private onSinkEvent(kind: number, a: number, b: number): void {
-    if (kind === SINK_FLUSHED) {
-      this.sinkRetrying = false;
-      this.onDisk = a;
-      this.queued = this.accepted - this.onDisk;
-      try {
-        this.onFlushed?.();
-      } catch (e) {
-        this.failure ??= e as Error;
-        this.wake();
-      }
-      if (this.onDisk >= this.accepted) this.wake();
-      return;
-    }
-    if (kind !== SINK_ERROR) return;
-    const code = getSystemErrorName(-a);
-    const err = Object.assign(new Error(`${code}: writing the blob's temp file failed`), { errno: -a, code, syscall: 'pwritev', path: this.tempPath });
-    const sink = this.sink;
-    // As on the JavaScript path: ENOSPC asks for room once, and the same batch is written again; anything else ends the blob.
-    void (async () => {
-      let retry = false;
-      try {
-        retry = !this.sinkRetrying && code === 'ENOSPC' && this.onNoSpace !== null && this.state === BlobState.Writing && (await this.onNoSpace(b));
-      } catch (e) {
-        this.failure = e as Error;
-      }
-      if (this.state !== BlobState.Writing) retry = false;
-      if (retry) this.sinkRetrying = true;
-      else this.failure ??= err;
-      if (sink) this.addon!.sinkResume(sink, retry);
-      if (!retry) this.wake();
-    })();
-  }
-
-  /** Ends the native sink's thread (bytes still queued are dropped). */
-  private closeSink(): void {
-    if (!this.sink) return;
-    this.addon!.sinkClose(this.sink);
   }
 
   private async flushLoop(): Promise<void> {
@@ -284,13 +196,7 @@ export class BlobWriter {
       await this.abort();
       throw err;
     }
-    let actual: string;
-    if (this.sink) {
-      actual = 'sha256:' + this.addon!.sinkDigest(this.sink);
-      this.closeSink();
-    } else {
-      actual = hasherDigest(this.hash!);
-    }
+    const actual = hasherDigest(this.hash);
     if (actual !== this.digest || (expectedSize !== undefined && expectedSize !== this.accepted)) {
       await this.abort();
       throw new DigestMismatchError(this.digest, actual, expectedSize, this.accepted);
@@ -344,8 +250,6 @@ export class BlobWriter {
     if (this.state === BlobState.Committed || this.state === BlobState.Failed) return;
     this.state = BlobState.Failed;
     this.queue = [];
-    this.closeSink();
-    this.wake();
     await this.flushing?.catch(() => undefined);
     await this.fh?.close().catch(() => undefined);
     await fsp.rm(this.tempPath, { force: true }).catch(() => undefined);

@@ -244,7 +244,6 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
 }
 
 void berth_low_memory_notification(void); /* memory.cc */
-void berth_sink_init(napi_env env, napi_value exports); /* sink.c */
 
 static napi_value trim(napi_env env, napi_callback_info info) {
   (void)info;
@@ -265,7 +264,6 @@ static napi_value init(napi_env env, napi_value exports) {
       {"trim", NULL, trim, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-  berth_sink_init(env, exports);
   return exports;
 }
 
