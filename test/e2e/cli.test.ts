@@ -101,50 +101,6 @@ t.test('bad config values exit 2 naming the key and the file; serve starts nothi
 // (the reference was parsed deep in the export, as if the image had failed to fetch), and so did
 // `berth prefetch`, after fetching the other images. Every malformed argument, of every command, is 2,
 // named, before anything is fetched or written.
-t.test('a malformed argument of any command: exit 2, named, with the usage; nothing written', async (t) => {
-  const dir = await tempDirFor(t, 'berth-cli-badargs');
-  const cache = path.join(dir, 'cache');
-  const file = path.join(dir, 'berth.toml');
-  fs.writeFileSync(file, `[cache]\ndir = "${cache}"\n[[upstream]]\nregistry = "docker.io"\nurl = "http://127.0.0.1:1"\n`);
-  const tar = path.join(dir, 'out.tar');
-  const cases: [string[], RegExp][] = [
-    [['export', 'Not/A Ref!', '-o', tar], /Not\/A Ref!/],
-    [['export', 'nginx:bad:tag', '-o', tar], /nginx:bad:tag/],
-    [['export', 'busybox:1.36', 'nginx@sha256:abc', '-o', tar], /nginx@sha256:abc/],
-    [['export', 'busybox:1.36', '-o', tar, '--platform', 'linux/'], /linux\//],
-    [['export', 'busybox:1.36', '-o', tar, '--split', '1KiB'], /--split 1KiB/],
-    [['export', 'busybox:1.36'], /-o FILE is required/],
-    [['prefetch', 'busybox:1.36', 'UPPER/case:1'], /UPPER\/case:1/],
-    [['prefetch', 'busybox:1.36', '--platform', 'nope/'], /nope\//],
-    [['prefetch', 'busybox:1.36', '--concurrency', '0'], /--concurrency/],
-    [['unpin', 'nginx:bad:tag'], /nginx:bad:tag/],
-    [['import'], /name the archive/],
-    [['inventory', 'extra', '-o', path.join(dir, 'inv.gz')], /unexpected argument "extra"/],
-    [['keygen'], /-o PREFIX is required/],
-    [['status', 'extra'], /extra/],
-    [['verify', 'extra'], /extra/],
-    [['gc', '--json', 'extra'], /extra/],
-    [['sync', 'extra'], /extra/],
-    [['audit', '--since', 'last tuesday'], /--since/],
-    [['audit', '--limit', '-1'], /--limit/],
-    [['doctor', '--timeout', 'soon'], /soon/],
-    [['doctor', '--berth-url', 'ftp://x'], /--berth-url/],
-    [['configure', 'containerd', '--hosts-dir', path.join(dir, 'certs.d'), '--berth-url', 'ftp://x', '--dry-run'], /--berth-url/],
-    [['configure', 'dockerd'], /dockerd/],
-    [['config', 'extra'], /extra/],
-    [['serve', 'extra'], /extra/],
-  ];
-  for (const [args, names] of cases) {
-    const what = args.map((a) => a.replace(dir, '…')).join(' ');
-    const r = await berth([...args, '--config', file]);
-    t.equal(r.code, 2, `${what}: exit 2 (${r.stderr.trim().split('\n')[0]})`);
-    t.match(r.stderr, names, `${what}: names what is wrong`);
-    t.match(r.stderr, /Usage: berth /, `${what}: with the usage`);
-    t.notMatch(r.stderr, /\n\s+at /, `${what}: no stack trace`);
-  }
-  t.same(fs.readdirSync(dir), ['berth.toml'], 'nothing written: no cache opened, no tar, no .partial, no inventory, no certs.d');
-});
-
 // Kubernetes gives every pod of a namespace BERTH_PORT=tcp://…, BERTH_SERVER_PORT=… for Services named
 // berth, berth-server…; berth once refused to start on them, so one Service took every node's pulls down.
 t.test('Kubernetes service-link variables: warned about and ignored; a bad value for a real key still exits 2', async (t) => {
