@@ -90,7 +90,12 @@ export function parseV2Path(pathname: string): V2Route {
  * images under library/, so "nginx" and "library/nginx" are one repository.
  */
 export function canonicalRepository(registry: string, name: string): string {
-  if (registry === 'docker.io' && !name.includes('/')) return `library/${name}`;
+  if (registry === 'docker.io' && !name.includes('/')) {
+    const full = `library/${name}`;
+    // The upstream would refuse it (Distribution: 500): the name is the client's to fix, not the upstream's fault.
+    if (full.length > MAX_NAME_LENGTH) throw new OciError('NAME_INVALID', `invalid repository name: ${full.length} characters as library/${name.slice(0, 20)}…, over ${MAX_NAME_LENGTH}`, { name: name.slice(0, 300) });
+    return full;
+  }
   return name;
 }
 

@@ -18,11 +18,16 @@ export function parseRange(header: string | undefined | null, size: number): Ran
   if (value.length > MAX_HEADER) return { kind: 'none' };
   const m = /^bytes=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(value);
   if (!m) return { kind: 'none' };
-  const [, a = '', b = ''] = m;
+  // Leading zeros name the same number; past 16 digits a number is beyond 2^53, beyond any blob we hold.
+  const a = (m[1] ?? '').replace(/^0+(?=\d)/, '');
+  const b = (m[2] ?? '').replace(/^0+(?=\d)/, '');
   if (a === '' && b === '') return { kind: 'none' };
-  if (a.length > 16 || b.length > 16) {
-    // Numbers beyond 2^53 cannot address any blob we hold.
-    return a === '' ? { kind: 'range', start: 0, end: size - 1 } : { kind: 'unsatisfiable' };
+  if (a.length > 16) return { kind: 'unsatisfiable' };
+  if (b.length > 16) {
+    // A suffix that long is the whole blob; a last-pos that far is the rest of it (RFC 9110 §14.1.2).
+    if (a === '') return size === 0 ? { kind: 'unsatisfiable' } : { kind: 'range', start: 0, end: size - 1 };
+    const from = Number(a);
+    return from >= size ? { kind: 'unsatisfiable' } : { kind: 'range', start: from, end: size - 1 };
   }
   if (a === '') {
     const suffix = Number(b);
