@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { isIndexMediaType, declaredMediaType, MEDIA_TYPES } from '../oci/mediatypes.js';
-import { parseManifest, type Descriptor } from '../oci/manifest.js';
+import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor } from '../oci/manifest.js';
 import { parseImageReference, formatImageReference } from '../oci/paths.js';
 import { sha256 } from '../oci/digest.js';
 import type { BlobWriter } from '../store/blobs.js';
@@ -169,13 +169,13 @@ export async function importArchive(into: ImportTarget, input: Readable, opts: I
         if (listedDigest !== undefined && sha256(data) !== listedDigest) throw refused(`entry ${shown} does not match its digest in ${ARCHIVE_MANIFEST_FILE}`);
         if (c.kind === 'index') indexJson = data;
         else {
-          let layout: { imageLayoutVersion?: unknown };
+          let layout: unknown;
           try {
-            layout = JSON.parse(data.toString('utf8')) as { imageLayoutVersion?: unknown };
+            layout = JSON.parse(data.toString('utf8'));
           } catch {
             throw new ImportError('oci-layout is not JSON');
           }
-          if (typeof layout.imageLayoutVersion !== 'string') throw new ImportError('oci-layout has no imageLayoutVersion');
+          if (typeof layout !== 'object' || layout === null || typeof (layout as { imageLayoutVersion?: unknown }).imageLayoutVersion !== 'string') throw new ImportError('oci-layout has no imageLayoutVersion');
           layoutSeen = true;
         }
       } else if (staged.has(c.digest)) {
@@ -276,6 +276,10 @@ function plan(store: ContentStore, indexJson: Buffer, staged: Staged, omitted: M
     if (depth > 4) throw new ImportError('indexes nested too deep');
     if (optional && !there(d.digest)) return; // a platform the exporter left out
     need(d, 'manifest');
+    const size = staged.get(d.digest)?.size;
+    if (size !== undefined && size > MAX_MANIFEST_BYTES) {
+      throw new ImportError(`manifest ${d.digest} is ${size} bytes, more than the ${MAX_MANIFEST_BYTES} bytes (4 MiB) any registry serves (Distribution's limit, and berth's from an upstream)`);
+    }
     closure.add(d.digest);
     let m = planned.manifests.get(d.digest);
     if (!m) {

@@ -41,8 +41,10 @@ export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metric
     if (method !== 'GET' && method !== 'HEAD') {
       // Everything else under /v2 is a write: a mirror does not take pushes.
       c.set('route', 'push');
-      throw new OciError('UNSUPPORTED', 'berth is a pull-through mirror: push to the upstream registry');
+      throw readOnly();
     }
+    // One registry per request: a repeated ns would mean one thing to berth and maybe another to a proxy or log in front.
+    if (query.getAll('ns').length > 1) throw new OciError('NAME_INVALID', 'ns given more than once', { ns: query.getAll('ns').map((v) => v.slice(0, 100)).slice(0, 5) });
     const route = parseV2Path(path);
     c.set('route', route.kind);
     const head = method === 'HEAD';
@@ -58,9 +60,14 @@ export function registerRegistryRoutes(app: Hono<AppEnv>, mirror: Mirror, metric
       case 'tags':
         return tags(c, mirror, target, query);
       case 'upload':
-        throw new OciError('UNSUPPORTED', 'berth is a pull-through mirror: push to the upstream registry');
+        throw readOnly();
     }
   });
+}
+
+/** 405 for a write: RFC 9110 §15.5.6 asks a 405 to say, in Allow, which methods the resource takes. */
+function readOnly(): OciError {
+  return new OciError('UNSUPPORTED', 'berth is a pull-through mirror: push to the upstream registry', undefined, { Allow: 'GET, HEAD' });
 }
 
 /** Basic credentials a client sent (containerd sends pull-secret credentials after a Basic challenge). */

@@ -6,6 +6,9 @@
  */
 import { isDigest } from './digest.js';
 
+/** The largest manifest berth takes from anywhere (the upstream, an import): Distribution's own limit. */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
 export interface Descriptor {
   mediaType?: string;
   digest: string;
