@@ -150,6 +150,21 @@ export class Fields {
     return s === undefined ? undefined : resolve(this.cwd, s);
   }
 
+  /**
+   * A directory berth writes its data in (the cache): not in a kernel
+   * filesystem (/proc, /sys, /dev: Node's recursive mkdir loops for ever under
+   * /proc), and no NUL byte (no system call takes one).
+   */
+  dataDir(name: string): string | undefined {
+    const s = this.string(name);
+    if (s === undefined) return undefined;
+    if (s.includes('\0')) this.fail(name, 'contains a NUL byte');
+    const dir = resolve(this.cwd, s);
+    const kernel = ['/proc', '/sys', '/dev'].find((k) => dir === k || dir.startsWith(`${k}/`));
+    if (kernel) this.fail(name, `${show(dir)} is in ${kernel}, a kernel filesystem: give a directory on a disk (e.g. /var/cache/berth)`);
+    return dir;
+  }
+
   /** A path to a file the daemon will read later (certificate, CA): checked now so the error names the key. */
   readablePath(name: string): string | undefined {
     const path = this.path(name);

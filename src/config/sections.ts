@@ -76,7 +76,7 @@ export function buildServer(f: Fields): Config['server'] {
 export function buildCache(f: Fields): Config['cache'] {
   f.checkKnown(keysOf(TABLE_SECTIONS.cache));
   return {
-    dir: f.path('dir') ?? f.fail('dir', 'missing (e.g. dir = "/var/cache/berth")'),
+    dir: f.dataDir('dir') ?? f.fail('dir', 'missing (e.g. dir = "/var/cache/berth")'),
     maxSizeBytes: f.size('max_size', { min: 1 }),
     // 0 is allowed: revalidate every tag on every request.
     tagTtlMs: f.duration('tag_ttl'),

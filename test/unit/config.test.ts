@@ -890,3 +890,18 @@ t.test('docs/configuration.md has a row for every key with its built-in default,
     if (!list) t.match(part ?? '', `BERTH_${section.toUpperCase()}_<KEY>`, `${heading}: its BERTH_* overrides are named`);
   }
 });
+
+// A cache dir in a kernel filesystem hung `berth serve` for ever (Node's recursive mkdir loops
+// under /proc), and a NUL byte in it failed as exit 1 with Node's own words: both are config errors.
+t.test('cache.dir: not in /proc, /sys or /dev, and no NUL byte: a config error naming the key', async (t) => {
+  const cwd = tempDir(t);
+  for (const dir of ['/proc/self/x', '/proc', '/sys/kernel/berth', '/dev/shm/../berth-cache', '/dev/berth']) {
+    const err = configError(t, () => loadConfig({ file: null, env: { BERTH_CACHE_DIR: dir }, cwd }));
+    t.match(err.message, /cache\.dir/, `${dir}: names the key`);
+    t.match(err.message, /kernel/, `${dir}: says why`);
+  }
+  const nul = configError(t, () => loadConfig({ file: null, env: { BERTH_CACHE_DIR: '/srv/ca\0che' }, cwd }));
+  t.match(nul.message, /cache\.dir.*NUL/, 'a NUL byte is named');
+  t.equal(loadConfig({ file: null, env: { BERTH_CACHE_DIR: '/srv/proc/cache' }, cwd }).cache.dir, '/srv/proc/cache', 'a directory merely named proc is fine');
+  t.equal(loadConfig({ file: null, env: { BERTH_CACHE_DIR: '/devices/cache' }, cwd }).cache.dir, '/devices/cache', 'and /devices is not /dev');
+});
