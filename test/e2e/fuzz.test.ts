@@ -23,13 +23,14 @@ import t from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { startTokenServer } from '../harness/token-server.js';
 import { startRegistry } from '../harness/registry.js';
 import { makeImage, pushImage, readBlob } from '../harness/images.js';
 import { startBerth } from '../harness/berth.js';
 import { tempDirFor } from '../harness/procs.js';
 import { fetchOnce, outcomeOf } from '../harness/fault-proxy.js';
+import { treeSnapshot } from '../harness/cache-state.js';
 
 const TOTAL = Number(process.env.FUZZ_REQUESTS ?? 10_000);
 const WORKERS = 16;
@@ -154,24 +155,6 @@ function rssKiB(pid: number): number {
   return Number(m?.[1] ?? 0);
 }
 
-/** path -> size:mtime:sha256 of everything under `dir`, skipping `skip`. */
-function snapshot(dir: string, skip: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (p === skip) continue;
-      if (e.isDirectory()) walk(p);
-      else {
-        const st = fs.lstatSync(p);
-        const sum = st.isFile() ? createHash('sha256').update(fs.readFileSync(p)).digest('hex') : 'not-a-file';
-        out.set(p, `${st.size}:${st.mtimeMs}:${sum}`);
-      }
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 /** Paths under the cache dir that are not berth's own layout. */
 function strangers(cacheDir: string): string[] {
@@ -212,7 +195,7 @@ t.test('a fuzz run against a live berth', async (t) => {
   const parent = path.dirname(berth.cacheDir);
   const canary = path.join(parent, 'canary.txt');
   fs.writeFileSync(canary, `canary ${seed}\n`);
-  const before = snapshot(parent, berth.cacheDir);
+  const before = treeSnapshot(parent, berth.cacheDir);
   const rssBefore = rssKiB(berth.service.pid);
 
   const rand = prng(seed);
@@ -298,7 +281,7 @@ t.test('a fuzz run against a live berth', async (t) => {
   t.comment(`RSS ${Math.round(rssBefore / 1024)} MiB before, ${Math.round(rssAfter / 1024)} MiB after`);
   t.ok(rssAfter < rssBefore + 150 * 1024, `RSS bounded (${Math.round(rssBefore / 1024)} -> ${Math.round(rssAfter / 1024)} MiB)`);
 
-  const after = snapshot(parent, berth.cacheDir);
+  const after = treeSnapshot(parent, berth.cacheDir);
   t.equal(fs.readFileSync(canary, 'utf8'), `canary ${seed}\n`, 'the canary beside the cache dir is untouched');
   t.same([...after.keys()].sort(), [...before.keys()].sort(), 'no file created or removed beside the cache dir');
   t.same([...after].filter(([p, v]) => before.get(p) !== v).map(([p]) => p), [], 'no file beside the cache dir changed');

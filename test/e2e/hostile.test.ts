@@ -17,7 +17,7 @@ import { startBerth } from '../harness/berth.js';
 import { tempDirFor, waitFor } from '../harness/procs.js';
 import { fetchOnce } from '../harness/fault-proxy.js';
 import { writeTar, type WriteEntry } from '../harness/tar.js';
-import { cacheState } from '../harness/cache-state.js';
+import { cacheState, treeSnapshot } from '../harness/cache-state.js';
 
 const STACK_RE = /\n\s+at [^\n]+:\d+:\d+/;
 
@@ -69,23 +69,6 @@ const errorCode = (r: Raw): string | undefined => {
   }
 };
 
-/** path -> size:mtime of everything under `dir`, skipping `skip`. */
-function snapshot(dir: string, skip: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (p === skip) continue;
-      if (e.isDirectory()) walk(p);
-      else {
-        const st = fs.lstatSync(p);
-        out.set(p, `${st.size}:${st.mtimeMs}`);
-      }
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 t.test('hostile requests and archives against a live berth', async (t) => {
   const token = await startTokenServer(t, { users: { pusher: 'push-secret' } });
@@ -104,7 +87,7 @@ t.test('hostile requests and archives against a live berth', async (t) => {
   const sentinel = path.join(parent, 'sentinel');
   fs.mkdirSync(sentinel);
   fs.writeFileSync(path.join(sentinel, 'keep.txt'), 'keep\n');
-  const besideBefore = snapshot(parent, berth.cacheDir);
+  const besideBefore = treeSnapshot(parent, berth.cacheDir);
   const alive = async (t: { notOk(v: unknown, m: string): void; equal(a: unknown, b: unknown, m: string): void }, what: string) => {
     t.notOk(berth.service.hasExited(), `${what}: berth is alive`);
     t.equal((await fetchOnce(`${berth.url}/healthz`)).status, 200, `${what}: /healthz 200`);
@@ -262,7 +245,7 @@ t.test('hostile requests and archives against a live berth', async (t) => {
     await alive(t, 'imports');
   });
 
-  t.same([...snapshot(parent, berth.cacheDir)].filter(([p, v]) => besideBefore.get(p) !== v).map(([p]) => p), [], 'nothing beside the cache dir changed');
-  t.same([...snapshot(parent, berth.cacheDir).keys()].sort(), [...besideBefore.keys()].sort(), 'nothing beside the cache dir created or removed');
+  t.same([...treeSnapshot(parent, berth.cacheDir)].filter(([p, v]) => besideBefore.get(p) !== v).map(([p]) => p), [], 'nothing beside the cache dir changed');
+  t.same([...treeSnapshot(parent, berth.cacheDir).keys()].sort(), [...besideBefore.keys()].sort(), 'nothing beside the cache dir created or removed');
   t.equal(fs.readFileSync(path.join(sentinel, 'keep.txt'), 'utf8'), 'keep\n');
 });

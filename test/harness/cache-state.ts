@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 
 export interface CacheState {
@@ -39,4 +40,23 @@ export function cacheState(cacheDir: string): CacheState {
     }
   }
   return { files: files.sort().join('\n'), tmp, rows, blobs: rows.blobs ?? 0 };
+}
+
+/** path -> size:mtime:sha256 of everything under `dir`, skipping `skip`: what "nothing else was touched" is compared on. */
+export function treeSnapshot(dir: string, skip: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (p === skip) continue;
+      if (e.isDirectory()) walk(p);
+      else {
+        const st = fs.lstatSync(p);
+        const sum = st.isFile() ? createHash('sha256').update(fs.readFileSync(p)).digest('hex') : 'not-a-file';
+        out.set(p, `${st.size}:${st.mtimeMs}:${sum}`);
+      }
+    }
+  };
+  walk(dir);
+  return out;
 }
